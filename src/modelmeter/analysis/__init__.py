@@ -1,0 +1,1 @@
+"""Pure analyses over a captured trace."""

@@ -1,0 +1,56 @@
+"""Parameter counts and sizes: tied weights once, frozen vs trainable, what-if precisions."""
+
+from __future__ import annotations
+
+import math
+
+from torch import nn
+
+from ..report.model import ParamSizes
+
+
+def count_params(model: nn.Module) -> tuple[int, int, int, int]:
+    """(total, trainable, buffers, buffer_bytes); a tensor shared by several modules counts once."""
+    total = trainable = 0
+    for p in model.parameters():  # parameters() de-duplicates shared tensors
+        total += p.numel()
+        if p.requires_grad:
+            trainable += p.numel()
+    nbuf = sum(b.numel() for b in model.buffers())
+    bbytes = sum(b.numel() * b.element_size() for b in model.buffers())
+    return total, trainable, nbuf, bbytes
+
+
+def param_sizes(model: nn.Module, group_size: int = 128) -> ParamSizes:
+    """Bytes at the model's own dtypes and at fp32/fp16/bf16/fp8/int8/int4.
+
+    int8 and int4 store one fp16 scale (2 bytes) per group of ``group_size`` consecutive weights of
+    each tensor: ``ceil(numel / group_size) * 2`` bytes per tensor. int4 packs two weights per byte:
+    ``ceil(numel / 2)``.
+    """
+    if group_size < 1:
+        from ..errors import InputError
+
+        raise InputError(f"quantization group size must be a positive integer, not {group_size}")
+    own = n = int8 = int4 = 0
+    for p in model.parameters():
+        k = p.numel()
+        n += k
+        own += k * p.element_size()
+        scales = math.ceil(k / group_size) * 2
+        int8 += k + scales
+        int4 += math.ceil(k / 2) + scales
+    return ParamSizes(
+        own_bytes=own, fp32_bytes=4 * n, fp16_bytes=2 * n, bf16_bytes=2 * n, fp8_bytes=n,
+        int8_bytes=int8, int4_bytes=int4, group_size=group_size,
+    )
+
+
+def module_params(model: nn.Module) -> dict[str, tuple[int, int]]:
+    """path -> (inclusive params, own params), each tensor once within a subtree."""
+    out: dict[str, tuple[int, int]] = {}
+    for path, mod in model.named_modules():
+        inclusive = sum(p.numel() for p in mod.parameters())
+        own = sum(p.numel() for p in mod.parameters(recurse=False))
+        out[path] = (inclusive, own)
+    return out

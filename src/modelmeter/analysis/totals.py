@@ -1,0 +1,154 @@
+"""Costs of a trace: per event, per op, per module (own and inclusive), per phase, and in total."""
+
+from __future__ import annotations
+
+import platform
+from collections import defaultdict
+
+import torch
+from torch import nn
+
+from ..capture.events import Trace
+from ..costs import CountSettings, cost_of, using_settings
+from ..report.model import (
+    EventRow,
+    ModuleRow,
+    OpRow,
+    PhaseTotals,
+    Provenance,
+    Report,
+    Totals,
+    UncountedOp,
+)
+from .params import count_params, module_params, param_sizes
+
+CONVENTIONS = {
+    "mac": "one multiply-accumulate inside a matrix-like product (mm, bmm, conv, attention products)",
+    "flop": "one floating-point operation; matmul_flops = 2 x macs; flops adds documented per-element costs",
+    "bytes": "numel x itemsize of every tensor an op reads plus every tensor it writes; views move nothing",
+    "attention": "Q.K^T and P.V are B.H.Lq.Lk.d MACs each; query heads counted (GQA)",
+    "sdpa": "F.scaled_dot_product_attention is counted as one fused op, identically on every backend",
+}
+
+
+def cost_events(trace: Trace, settings: CountSettings) -> list[EventRow]:
+    rows = []
+    with using_settings(settings):
+        for ev in trace.events:
+            c, counted = cost_of(ev)
+            rows.append(EventRow(ev.index, ev.op, ev.module, ev.phase, c.macs, c.flops,
+                                 c.bytes_read or 0, c.bytes_written or 0, counted))
+    return rows
+
+
+def build_report(
+    model: nn.Module,
+    trace: Trace,
+    *,
+    name: str | None = None,
+    settings: CountSettings | None = None,
+    group_size: int = 128,
+) -> Report:
+    from .. import __version__
+
+    settings = settings or CountSettings()
+    events = cost_events(trace, settings)
+
+    # per op ------------------------------------------------------------------------------------
+    by_op: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0, 0, 0, 0, 1])
+    unc: dict[str, list] = {}
+    for e in events:
+        a = by_op[(e.op, e.phase)]
+        a[0] += 1
+        a[1] += e.macs
+        a[2] += e.flops
+        a[3] += e.bytes_read
+        a[4] += e.bytes_written
+        if not e.counted:
+            a[5] = 0
+            u = unc.setdefault(e.op, [0, [], 0])
+            u[0] += 1
+            if e.module not in u[1]:
+                u[1].append(e.module)
+            u[2] += e.bytes_read + e.bytes_written
+    ops = [OpRow(op, ph, a[0], a[1], a[2], a[3], a[4], bool(a[5])) for (op, ph), a in by_op.items()]
+    ops.sort(key=lambda r: (-r.flops, -(r.bytes_read + r.bytes_written), r.op))
+    uncounted = [UncountedOp(op, u[0], u[1], u[2]) for op, u in sorted(unc.items(), key=lambda kv: -kv[1][0])]
+
+    # per phase ---------------------------------------------------------------------------------
+    ph: dict[str, list[int]] = {}
+    for e in events:
+        a = ph.setdefault(e.phase, [0, 0, 0, 0, 0])
+        a[0] += e.macs
+        a[1] += e.flops
+        a[2] += e.bytes_read
+        a[3] += e.bytes_written
+        a[4] += 1
+    phases = {k: PhaseTotals(*v) for k, v in ph.items()}
+
+    # per module --------------------------------------------------------------------------------
+    own: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0, 0])
+    for e in events:
+        a = own[e.module]
+        a[0] += e.macs
+        a[1] += e.flops
+        a[2] += e.bytes_read
+        a[3] += e.bytes_written
+    mparams = module_params(model)
+    incl: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0, 0])
+    for path, a in own.items():
+        p: str | None = path
+        while p is not None:
+            b = incl[p]
+            for i in range(4):
+                b[i] += a[i]
+            p = trace.modules[p].parent if p in trace.modules else ("" if p != "" else None)
+    modules = []
+    for path, info in trace.modules.items():
+        o = own.get(path, [0, 0, 0, 0])
+        i = incl.get(path, [0, 0, 0, 0])
+        ip, op_ = mparams.get(path, (0, 0))
+        modules.append(ModuleRow(
+            path=path, type=info.type, parent=info.parent, depth=0 if path == "" else path.count(".") + 1,
+            calls=info.calls, params=ip, own_params=op_,
+            macs=i[0], flops=i[1], bytes_read=i[2], bytes_written=i[3],
+            own_macs=o[0], own_flops=o[1], own_bytes_read=o[2], own_bytes_written=o[3],
+        ))
+
+    # totals ------------------------------------------------------------------------------------
+    total, trainable, nbuf, bbytes = count_params(model)
+    sizes = param_sizes(model, group_size)
+    macs = sum(e.macs for e in events)
+    flops = sum(e.flops for e in events)
+    br = sum(e.bytes_read for e in events)
+    bw = sum(e.bytes_written for e in events)
+    input_bytes = sum(trace.input_storages.values())
+    totals = Totals(
+        params=total, trainable_params=trainable, frozen_params=total - trainable, buffers=nbuf,
+        param_bytes=sizes.own_bytes, buffer_bytes=bbytes, macs=macs, flops=flops, matmul_flops=2 * macs,
+        bytes_read=br, bytes_written=bw, bytes_moved=br + bw,
+        arithmetic_intensity=(flops / (br + bw)) if br + bw else 0.0,
+        fused_bytes_lower_bound=sizes.own_bytes + bbytes + input_bytes + trace.output_bytes,
+        ops=len(events), uncounted_ops=sum(u.calls for u in uncounted), phases=phases, param_sizes=sizes,
+    )
+    conventions = dict(CONVENTIONS)
+    conventions["causal"] = (
+        "only unmasked query/key pairs of a causal mask are counted" if settings.causal == "unmasked"
+        else "causal attention counted dense (every query/key pair)"
+    )
+    prov = Provenance(
+        modelmeter_version=__version__, torch_version=torch.__version__, python_version=platform.python_version(),
+        model=name or trace.root_type, mode=trace.mode, device=trace.device, dtype=trace.dtype, train=trace.train,
+        optimizer=trace.settings.get("optimizer"), input_shapes=trace.input_shapes, input_dtypes=trace.input_dtypes,
+        conventions=conventions,
+    )
+    notes = []
+    dd = trace.settings.get("data_dependent_reads") or []
+    if dd:
+        where = sorted(set(dd))
+        notes.append(
+            f"{len(dd)} data-dependent read(s) of meta tensors (e.g. .item(), if tensor:) were answered "
+            f"True/0 in: {', '.join(w or '(root)' for w in where[:5])}; run with --device cpu to use real values"
+        )
+    return Report(provenance=prov, totals=totals, modules=modules, ops=ops, uncounted_ops=uncounted,
+                  events=events, notes=notes)

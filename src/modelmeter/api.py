@@ -1,0 +1,69 @@
+"""The public entry point: :func:`profile`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+from .errors import InputError, UncountedOpsError
+from .report.model import Report
+
+_DTYPES = {
+    "fp32": torch.float32, "float32": torch.float32, "float": torch.float32,
+    "fp16": torch.float16, "float16": torch.float16, "half": torch.float16,
+    "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
+    "fp64": torch.float64, "float64": torch.float64, "double": torch.float64,
+}
+
+
+def parse_dtype(value: str | torch.dtype | None) -> torch.dtype | None:
+    if value is None or isinstance(value, torch.dtype):
+        return value
+    key = str(value).lower().replace("torch.", "")
+    if key not in _DTYPES:
+        raise InputError(f"unknown dtype {value!r}: use one of fp32, fp16, bf16, fp64")
+    return _DTYPES[key]
+
+
+def profile(
+    model: nn.Module,
+    inputs: Any,
+    *,
+    train: bool = False,
+    device: str = "meta",
+    dtype: str | torch.dtype | None = None,
+    optimizer: str | None = None,
+    loss_fn: Callable[[Any], torch.Tensor] | None = None,
+    causal: str = "unmasked",
+    strict: bool = False,
+    group_size: int = 128,
+    name: str | None = None,
+) -> Report:
+    """Count parameters, MACs, FLOPs and bytes of ``model(inputs)`` per op, per module and in total.
+
+    ``inputs`` is a tensor, a tuple of positional arguments or a dict of keyword arguments.
+    ``device="meta"`` (default) runs without weights or memory; ``"cpu"``/``"cuda"`` runs real tensors
+    (counts are identical). ``train=True`` adds loss and backward (and ``optimizer`` one step of
+    sgd, sgd-momentum, adam or adamw). ``causal="dense"`` counts masked attention pairs too.
+    ``strict=True`` raises :class:`UncountedOpsError` if any op has no FLOP rule.
+    The model is left as it was: parameters, buffers, mode and hooks.
+    """
+    from .analysis.totals import build_report
+    from .capture.run import run_capture
+    from .costs import CountSettings
+
+    if causal not in ("unmasked", "dense"):
+        raise InputError(f"causal must be 'unmasked' or 'dense', not {causal!r}")
+    trace = run_capture(model, inputs, train=train, device=device, dtype=parse_dtype(dtype),
+                        optimizer=optimizer, loss_fn=loss_fn)
+    report = build_report(model, trace, name=name, settings=CountSettings(causal=causal), group_size=group_size)
+    if strict and report.uncounted_ops:
+        names = ", ".join(f"{u.op} x{u.calls}" for u in report.uncounted_ops[:5])
+        raise UncountedOpsError(
+            f"{len(report.uncounted_ops)} op(s) have no FLOP rule: {names}; register a rule with "
+            f"modelmeter.register_rule or drop --strict"
+        )
+    return report

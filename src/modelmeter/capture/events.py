@@ -1,0 +1,114 @@
+"""The trace: one :class:`OpEvent` per aten call, with tensor metadata only (never tensor data)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+PHASES = ("forward", "loss", "backward", "optimizer")
+
+
+@dataclass(frozen=True, slots=True)
+class TensorMeta:
+    """What a cost rule may know about a tensor: its shape, dtype and storage, never its values."""
+
+    shape: tuple[int, ...]
+    dtype: torch.dtype
+    device: str
+    storage_key: int
+    storage_nbytes: int
+    requires_grad: bool = False
+
+    @property
+    def numel(self) -> int:
+        n = 1
+        for s in self.shape:
+            n *= s
+        return n
+
+    @property
+    def itemsize(self) -> int:
+        return self.dtype.itemsize
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the tensor as seen by an op: numel x itemsize."""
+        return self.numel * self.dtype.itemsize
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @classmethod
+    def of(cls, t: torch.Tensor) -> TensorMeta:
+        st = t.untyped_storage()
+        return cls(
+            shape=tuple(t.shape),
+            dtype=t.dtype,
+            device=t.device.type,
+            storage_key=st._cdata,
+            storage_nbytes=st.nbytes(),
+            requires_grad=t.requires_grad,
+        )
+
+
+@dataclass(slots=True)
+class OpEvent:
+    """One aten call as seen by the capture.
+
+    ``args``/``kwargs`` are the call's arguments with every tensor replaced by its :class:`TensorMeta`.
+    ``inputs`` are the tensors read (the flattened tensor arguments, minus ``out=``), ``outputs`` the
+    tensors returned. ``created`` lists the storages this op allocated: ``(storage_key, nbytes)``.
+    ``released`` lists storages whose last reference died right after this op (memory analysis).
+    """
+
+    index: int
+    op: str
+    module: str
+    phase: str
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    inputs: tuple[TensorMeta, ...]
+    outputs: tuple[TensorMeta, ...]
+    created: tuple[tuple[int, int], ...] = ()
+    released: list[int] = field(default_factory=list)
+    is_view: bool = False
+    overload: Any = None  # the torch OpOverload, when there is one (None for synthetic events)
+
+    @property
+    def packet(self) -> str:
+        """'aten.mm.default' -> 'aten.mm'."""
+        parts = self.op.split(".")
+        return ".".join(parts[:2]) if len(parts) > 2 else self.op
+
+
+@dataclass(frozen=True, slots=True)
+class ModuleInfo:
+    path: str  # "" is the root
+    type: str
+    parent: str | None
+    calls: int
+
+
+@dataclass(slots=True)
+class Trace:
+    """Everything one captured run recorded; every analysis reads only this."""
+
+    events: list[OpEvent]
+    modules: dict[str, ModuleInfo]
+    root_type: str
+    mode: str  # "meta" or "real"
+    device: str
+    train: bool
+    param_storages: dict[int, int] = field(default_factory=dict)  # storage_key -> nbytes
+    buffer_storages: dict[int, int] = field(default_factory=dict)
+    input_storages: dict[int, int] = field(default_factory=dict)
+    grad_storages: set[int] = field(default_factory=set)
+    optimizer_storages: set[int] = field(default_factory=set)
+    input_shapes: list[list[int]] = field(default_factory=list)
+    input_dtypes: list[str] = field(default_factory=list)
+    dtype: str = "float32"
+    output_bytes: int = 0
+    settings: dict[str, Any] = field(default_factory=dict)

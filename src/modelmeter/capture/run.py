@@ -1,0 +1,234 @@
+"""Drive one captured run: forward (and loss, backward, optimizer step) on meta or real tensors.
+
+The user's model is never modified: its parameters and buffers are swapped for stand-ins with
+``torch.func.functional_call`` (meta tensors, or copies on another device/dtype, or clones when a
+training step would write into them), and every module's ``training`` flag is restored in
+``finally``. The capture's hooks are global and removed in ``finally`` too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import InputError, ModelmeterError, ModelRunError
+from .events import Trace, TensorMeta
+from .tracer import _State, capturing, module_table
+
+OPTIMIZERS = ("sgd", "sgd-momentum", "adam", "adamw")
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def normalize_inputs(inputs: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """A tensor, a tuple/list of positional args, or a dict of keyword args."""
+    if isinstance(inputs, torch.Tensor):
+        return (inputs,), {}
+    if isinstance(inputs, Mapping):
+        return (), dict(inputs)
+    if isinstance(inputs, (tuple, list)):
+        return tuple(inputs), {}
+    raise InputError(
+        f"inputs must be a tensor, a tuple of positional arguments or a dict of keyword arguments, "
+        f"not {type(inputs).__name__}"
+    )
+
+
+def _map_tensors(x: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
+    if isinstance(x, torch.Tensor):
+        return fn(x)
+    if isinstance(x, tuple):
+        return tuple(_map_tensors(y, fn) for y in x)
+    if isinstance(x, list):
+        return [_map_tensors(y, fn) for y in x]
+    if isinstance(x, dict):
+        return {k: _map_tensors(v, fn) for k, v in x.items()}
+    return x
+
+
+def _first_float_tensor(x: Any) -> torch.Tensor | None:
+    from torch.utils._pytree import tree_leaves
+
+    if hasattr(x, "to_tuple"):  # Hugging Face ModelOutput
+        x = x.to_tuple()
+    for t in tree_leaves(x):
+        if isinstance(t, torch.Tensor) and (t.dtype.is_floating_point or t.dtype.is_complex):
+            return t
+    return None
+
+
+def make_optimizer(name: str, params: list[torch.Tensor]) -> torch.optim.Optimizer:
+    key = name.lower()
+    if key == "sgd":
+        return torch.optim.SGD(params, lr=1e-3, foreach=False)
+    if key == "sgd-momentum":
+        return torch.optim.SGD(params, lr=1e-3, momentum=0.9, foreach=False)
+    if key == "adam":
+        return torch.optim.Adam(params, lr=1e-3, foreach=False)
+    if key == "adamw":
+        return torch.optim.AdamW(params, lr=1e-3, foreach=False)
+    raise InputError(f"unknown optimizer {name!r}: choose one of {', '.join(OPTIMIZERS)}")
+
+
+def run_capture(
+    model: nn.Module,
+    inputs: Any,
+    *,
+    train: bool = False,
+    device: str = "meta",
+    dtype: torch.dtype | None = None,
+    optimizer: str | None = None,
+    loss_fn: Callable[[Any], torch.Tensor] | None = None,
+    observers: list[Callable[[Any], None]] | None = None,
+) -> Trace:
+    """Run ``model`` once under capture and return the :class:`Trace`.
+
+    ``device="meta"`` runs without allocating anything (a 70B model in seconds); ``"cpu"`` or
+    ``"cuda"`` runs real tensors. ``train=True`` adds a loss (sum of the first floating output, or
+    ``loss_fn(output)``), the backward pass and, with ``optimizer``, one optimizer step.
+    """
+    if not isinstance(model, nn.Module):
+        raise InputError(f"model must be a torch.nn.Module, not {type(model).__name__}")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise InputError("device 'cuda' asked for but CUDA is not available: use --device cpu or meta")
+    if optimizer is not None and not train:
+        raise InputError("an optimizer step needs a training step: pass train=True (--train)")
+    if optimizer is not None and optimizer.lower() not in OPTIMIZERS:
+        raise InputError(f"unknown optimizer {optimizer!r}: choose one of {', '.join(OPTIMIZERS)}")
+    args, kwargs = normalize_inputs(inputs)
+
+    # stand-ins for parameters and buffers -------------------------------------------------------
+    names = {id(m): p for p, m in model.named_modules()}
+    params = dict(model.named_parameters())
+    buffers = dict(model.named_buffers())
+    need_copy = dev.type == "meta" or train or dtype is not None
+
+    def stand_in(t: torch.Tensor, is_param: bool) -> torch.Tensor:
+        target_dtype = dtype if (dtype is not None and t.dtype.is_floating_point) else t.dtype
+        if dev.type == "meta":
+            new = torch.empty_like(t, device="meta", dtype=target_dtype)
+        elif t.device.type == "meta":
+            new = torch.zeros(t.shape, dtype=target_dtype, device=dev)
+        else:
+            new = t.detach().to(device=dev, dtype=target_dtype, copy=True)
+        if is_param:
+            return nn.Parameter(new, requires_grad=t.requires_grad and train)
+        return new
+
+    on_device = all(t.device == dev or (dev.type == "cuda" and t.device.type == "cuda") for t in [*params.values(), *buffers.values()])
+    if need_copy or not on_device:
+        state = {n: stand_in(p, True) for n, p in params.items()}
+        state.update({n: stand_in(b, False) for n, b in buffers.items()})
+    else:
+        state = None
+
+    used_params = state if state is not None else {**params, **buffers}
+    param_paths = {}
+    for n in params:
+        param_paths[id(used_params[n])] = n.rsplit(".", 1)[0] if "." in n else ""
+
+    def move(t: torch.Tensor) -> torch.Tensor:
+        target_dtype = dtype if (dtype is not None and t.dtype.is_floating_point) else t.dtype
+        return t.to(device=dev, dtype=target_dtype)
+
+    args = _map_tensors(args, move)
+    kwargs = _map_tensors(kwargs, move)
+
+    st = _State(names, param_paths)
+    if observers:
+        st.observers.extend(observers)
+    trace = Trace(
+        events=st.events, modules={}, root_type=type(model).__name__, mode="meta" if dev.type == "meta" else "real",
+        device=str(dev), train=train,
+    )
+    for n in params:
+        t = used_params[n]
+        trace.param_storages[t.untyped_storage()._cdata] = t.untyped_storage().nbytes()
+    for n in buffers:
+        t = used_params[n]
+        trace.buffer_storages[t.untyped_storage()._cdata] = t.untyped_storage().nbytes()
+    flat_inputs: list[torch.Tensor] = []
+    _map_tensors((args, kwargs), lambda t: flat_inputs.append(t) or t)
+    for t in flat_inputs:
+        trace.input_storages[t.untyped_storage()._cdata] = t.untyped_storage().nbytes()
+        trace.input_shapes.append(list(t.shape))
+        trace.input_dtypes.append(str(t.dtype).replace("torch.", ""))
+    st.known_storages.update(trace.param_storages, trace.buffer_storages, trace.input_storages)
+    float_dtypes = [p.dtype for p in used_params.values() if p.dtype.is_floating_point]
+    trace.dtype = str(max(set(float_dtypes), key=float_dtypes.count)).replace("torch.", "") if float_dtypes else "float32"
+
+    saved_modes = {m: m.training for m in model.modules()}
+    phase_names = {"forward": "forward"}
+    try:
+        model.train(train)
+        with capturing(model, st):
+            try:
+                with torch.set_grad_enabled(train):
+                    if state is not None:
+                        out = torch.func.functional_call(model, state, args, kwargs, tie_weights=True, strict=False)
+                    else:
+                        out = model(*args, **kwargs)
+                trace.output_bytes = sum(
+                    t.numel() * t.element_size() for t in _tensor_leaves(out)
+                )
+                if train:
+                    st.phase = phase_names.setdefault("loss", "loss")
+                    loss = loss_fn(out) if loss_fn is not None else _default_loss(out)
+                    st.phase = "backward"
+                    loss.backward()
+                    grads = [p.grad for p in used_params.values() if isinstance(p, nn.Parameter) and p.grad is not None]
+                    trace.grad_storages = {g.untyped_storage()._cdata for g in grads}
+                    if optimizer is not None:
+                        st.phase = "optimizer"
+                        trainable = [p for n, p in used_params.items() if n in params and p.requires_grad]
+                        opt = make_optimizer(optimizer, trainable)
+                        opt.step()
+                        for s in opt.state.values():
+                            for v in s.values():
+                                if isinstance(v, torch.Tensor):
+                                    trace.optimizer_storages.add(v.untyped_storage()._cdata)
+            except ModelmeterError:
+                raise
+            except Exception as exc:
+                where = st.failed_path if st.failed_path is not None else st.stack[-1]
+                label = f"module '{where}' ({st.types.get(where, type(model).__name__)})" if where else f"the model ({type(model).__name__})"
+                raise ModelRunError(
+                    f"the {st.phase} pass failed in {label}: {type(exc).__name__}: {_one_line(exc)}", where
+                ) from exc
+    finally:
+        for m, flag in saved_modes.items():
+            m.training = flag
+    trace.modules = module_table(model, st)
+    trace.settings["data_dependent_reads"] = list(st.data_dependent)
+    trace.settings["optimizer"] = optimizer
+    return trace
+
+
+def _tensor_leaves(x: Any) -> list[torch.Tensor]:
+    from torch.utils._pytree import tree_leaves
+
+    if hasattr(x, "to_tuple"):
+        x = x.to_tuple()
+    return [t for t in tree_leaves(x) if isinstance(t, torch.Tensor)]
+
+
+def _default_loss(out: Any) -> torch.Tensor:
+    if isinstance(out, torch.Tensor) and out.dim() == 0:
+        return out
+    loss = getattr(out, "loss", None)
+    if isinstance(loss, torch.Tensor):
+        return loss
+    t = _first_float_tensor(out)
+    if t is None:
+        raise InputError("a training step needs a floating-point output to take a loss of; pass loss_fn")
+    return t.sum()
+
+
+__all__ = ["OPTIMIZERS", "TensorMeta", "make_optimizer", "normalize_inputs", "run_capture"]

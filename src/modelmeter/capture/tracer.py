@@ -1,0 +1,306 @@
+"""Run a model once under a ``TorchDispatchMode`` and record every aten call.
+
+Module attribution, forward: global module pre/post forward hooks (registered for the duration of
+the capture only, removed in ``finally``) keep a stack of module paths; an op belongs to the top.
+Module attribution, backward: when a module's forward returns, every autograd node it created is
+tagged with its path (a walk from its outputs' ``grad_fn`` that stops at nodes already tagged by
+inner modules). During backward the dispatch mode asks autograd which node is running
+(``torch._C._current_autograd_node``) and reads the tag. This is exact for reused modules and for
+functional calls inside ``forward``.
+
+Scaled-dot-product attention is seen one level higher, as ``F.scaled_dot_product_attention``
+(a ``TorchFunctionMode``), and recorded as one fused op (``modelmeter.sdpa``, and
+``modelmeter.sdpa_backward`` for its gradient). PyTorch picks a different kernel on each device (the
+math decomposition on meta, flash on CPU, flash/efficient/cuDNN on CUDA); counting the call itself
+makes the counts identical on every device and in every mode. The aten kernels still run, and each
+has its own rule for code that calls them directly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch.overrides import TorchFunctionMode
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
+
+from .events import ModuleInfo, OpEvent, TensorMeta
+
+MODULE_KEY = "modelmeter.module"
+SDPA_KEY = "modelmeter.sdpa"
+_SDPA_ARG_NAMES = ("query", "key", "value", "attn_mask", "dropout_p", "is_causal", "scale", "enable_gqa")
+
+
+def _to_meta(x: Any) -> Any:
+    if isinstance(x, torch.Tensor):
+        return TensorMeta.of(x)
+    if isinstance(x, (list, tuple)) and x and any(isinstance(y, torch.Tensor) for y in x):
+        return type(x)(_to_meta(y) for y in x) if isinstance(x, list) else tuple(_to_meta(y) for y in x)
+    return x
+
+
+def _flat_metas(x: Any, out: list[TensorMeta]) -> None:
+    if isinstance(x, TensorMeta):
+        out.append(x)
+    elif isinstance(x, (list, tuple)):
+        for y in x:
+            _flat_metas(y, out)
+
+
+_VIEW_CACHE: dict[Any, bool] = {}
+
+
+def _is_view_op(func: Any) -> bool:
+    """An op whose every return aliases an input without writing it (view/metadata op)."""
+    v = _VIEW_CACHE.get(func)
+    if v is None:
+        rets = func._schema.returns
+        v = bool(rets) and all(
+            r.alias_info is not None and not r.alias_info.is_write for r in rets
+        )
+        _VIEW_CACHE[func] = v
+    return v
+
+
+class _Recorder(TorchDispatchMode):
+    def __init__(self, state: _State) -> None:
+        super().__init__()
+        self.s = state
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204
+        kwargs = kwargs or {}
+        s = self.s
+        if func is torch.ops.aten._local_scalar_dense.default and args[0].device.type == "meta":
+            return s.meta_scalar(func, args[0])
+        out = func(*args, **kwargs)
+        if s.suppress:
+            return out
+        node = torch._C._current_autograd_node()
+        if node is not None:
+            md = node.metadata
+            group = md.get(SDPA_KEY)
+            if group is not None:
+                s.emit_sdpa_backward(group)
+                return out
+            module = md.get(MODULE_KEY)
+            if module is None:
+                module = s.accumulate_grad_path(node)
+            phase = "backward"
+        else:
+            module = s.stack[-1]
+            phase = s.phase
+        s.record(str(func), func, module, phase, args, kwargs, out)
+        return out
+
+
+class _SdpaMode(TorchFunctionMode):
+    def __init__(self, state: _State) -> None:
+        super().__init__()
+        self.s = state
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204
+        kwargs = kwargs or {}
+        if func is F.scaled_dot_product_attention and not self.s.suppress:
+            return self.s.sdpa(func, args, kwargs)
+        return func(*args, **kwargs)
+
+
+class _State:
+    """Mutable bookkeeping of one capture."""
+
+    def __init__(self, names: dict[int, str], param_paths: dict[int, str]) -> None:
+        self.names = names
+        self.param_paths = param_paths  # id(param tensor) -> owning module path
+        self.stack: list[str] = [""]
+        self.phase = "forward"
+        self.events: list[OpEvent] = []
+        self.suppress = 0
+        self.sdpa_groups: dict[int, OpEvent] = {}
+        self.sdpa_emitted: set[int] = set()
+        self.calls: dict[str, int] = {}
+        self.types: dict[str, str] = {}
+        self.parents: dict[str, str | None] = {}
+        self.failed_path: str | None = None
+        self.known_storages: set[int] = set()
+        self.data_dependent: list[str] = []
+        self.observers: list[Callable[[OpEvent], None]] = []
+
+    # -- events -------------------------------------------------------------------------------
+    def record(self, name: str, func: Any, module: str, phase: str, args: Any, kwargs: Any, out: Any) -> OpEvent:
+        margs = tuple(_to_meta(a) for a in args)
+        mkw = {k: _to_meta(v) for k, v in kwargs.items()} if kwargs else {}
+        inputs: list[TensorMeta] = []
+        _flat_metas(margs, inputs)
+        for k, v in mkw.items():
+            if k != "out":
+                _flat_metas(v, inputs)
+        outputs: list[TensorMeta] = []
+        if isinstance(out, torch.Tensor):
+            outputs.append(TensorMeta.of(out))
+        elif isinstance(out, (list, tuple)):
+            _flat_metas(_to_meta(list(out)), outputs)
+        created = []
+        known = self.known_storages
+        for t in inputs:
+            known.add(t.storage_key)
+        for t in outputs:
+            if t.storage_key not in known:
+                known.add(t.storage_key)
+                created.append((t.storage_key, t.storage_nbytes))
+        ev = OpEvent(
+            index=len(self.events),
+            op=name,
+            module=module,
+            phase=phase,
+            args=margs,
+            kwargs=mkw,
+            inputs=tuple(inputs),
+            outputs=tuple(outputs),
+            created=tuple(created),
+            is_view=func is not None and _is_view_op(func),
+            overload=func,
+        )
+        self.events.append(ev)
+        for obs in self.observers:
+            obs(ev)
+        return ev
+
+    def meta_scalar(self, func: Any, t: torch.Tensor) -> Any:
+        """A data-dependent read (``.item()``, ``bool(t)``) of a meta tensor has no value to give.
+
+        The answer that keeps a model on its dense, unpadded path is returned: True for bools (e.g.
+        "all tokens are real"), 0 for numbers. Each such read is listed in the report.
+        """
+        self.data_dependent.append(self.stack[-1])
+        if t.dtype == torch.bool:
+            return True
+        if t.dtype.is_floating_point or t.dtype.is_complex:
+            return 0.0
+        return 0
+
+    # -- attention ----------------------------------------------------------------------------
+    def sdpa(self, func: Any, args: tuple, kwargs: dict) -> Any:
+        bound = dict(zip(_SDPA_ARG_NAMES, args))
+        bound.update(kwargs)
+        q, k, v = bound["query"], bound["key"], bound["value"]
+        ev = self.record(
+            "modelmeter.sdpa", None, self.stack[-1], self.phase, (), bound, None
+        )
+        self.suppress += 1
+        try:
+            out = func(*args, **kwargs)
+        finally:
+            self.suppress -= 1
+        ev.outputs = (TensorMeta.of(out),)
+        if out.storage_offset() == 0 and out.untyped_storage()._cdata not in self.known_storages:
+            self.known_storages.add(out.untyped_storage()._cdata)
+            ev.created = ((out.untyped_storage()._cdata, out.untyped_storage().nbytes()),)
+        else:
+            ev.created = ()
+        if out.grad_fn is not None:
+            gid = ev.index
+            self.sdpa_groups[gid] = ev
+            stops = {id(t.grad_fn) for t in (q, k, v, bound.get("attn_mask")) if isinstance(t, torch.Tensor) and t.grad_fn is not None}
+            _tag_graph(out.grad_fn, SDPA_KEY, gid, stops)
+        return out
+
+    def emit_sdpa_backward(self, gid: int) -> None:
+        if gid in self.sdpa_emitted:
+            return
+        self.sdpa_emitted.add(gid)
+        fwd = self.sdpa_groups[gid]
+        ev = OpEvent(
+            index=len(self.events),
+            op="modelmeter.sdpa_backward",
+            module=fwd.module,
+            phase="backward",
+            args=(),
+            kwargs=dict(fwd.kwargs),
+            inputs=fwd.inputs + fwd.outputs,  # q, k, v (mask), and grad_out shaped like out
+            outputs=tuple(t for t in fwd.inputs[:3] if t.requires_grad),
+        )
+        self.events.append(ev)
+        for obs in self.observers:
+            obs(ev)
+
+    def accumulate_grad_path(self, node: Any) -> str:
+        var = getattr(node, "variable", None)
+        if var is not None:
+            return self.param_paths.get(id(var), "")
+        return ""
+
+    # -- module hooks -------------------------------------------------------------------------
+    def pre_hook(self, module: torch.nn.Module, args: Any) -> None:
+        parent = self.stack[-1]
+        path = self.names.get(id(module))
+        if path is None:  # a module that is not a submodule of the model (e.g. built in forward)
+            path = parent
+        else:
+            if path not in self.types:
+                self.types[path] = type(module).__name__
+                self.parents[path] = parent if path != "" else None
+            self.calls[path] = self.calls.get(path, 0) + 1
+        self.stack.append(path)
+
+    def post_hook(self, module: torch.nn.Module, args: Any, output: Any) -> None:
+        path = self.stack.pop() if len(self.stack) > 1 else ""
+        if sys.exc_info()[1] is not None:
+            if self.failed_path is None:
+                self.failed_path = path
+            return
+        if torch.is_grad_enabled():
+            for t in tree_leaves(output):
+                if isinstance(t, torch.Tensor) and t.grad_fn is not None:
+                    _tag_graph(t.grad_fn, MODULE_KEY, path, set())
+
+
+def _tag_graph(root: Any, key: str, value: Any, stops: set[int]) -> None:
+    """Tag every autograd node reachable from ``root`` that carries no ``key`` yet."""
+    todo = [root]
+    while todo:
+        node = todo.pop()
+        if node is None or id(node) in stops:
+            continue
+        md = node.metadata
+        if key in md:
+            continue
+        md[key] = value
+        for nxt, _ in node.next_functions:
+            if nxt is not None:
+                todo.append(nxt)
+
+
+@contextlib.contextmanager
+def capturing(model: torch.nn.Module, state: _State) -> Iterator[None]:
+    """Install the hooks and modes; remove them whatever happens."""
+    from torch.nn.modules import module as module_mod
+
+    h1 = module_mod.register_module_forward_pre_hook(state.pre_hook)
+    h2 = module_mod.register_module_forward_hook(state.post_hook, always_call=True)
+    try:
+        with _SdpaMode(state), _Recorder(state):
+            yield
+    finally:
+        h1.remove()
+        h2.remove()
+
+
+def module_table(model: torch.nn.Module, state: _State) -> dict[str, ModuleInfo]:
+    """Every module of the model, called or not, with its call count."""
+    out: dict[str, ModuleInfo] = {}
+    for path, mod in model.named_modules():
+        parent = None if path == "" else (path.rsplit(".", 1)[0] if "." in path else "")
+        out[path] = ModuleInfo(path=path, type=type(mod).__name__, parent=parent, calls=state.calls.get(path, 0))
+    return out
+
+
+def capture(*args: Any, **kwargs: Any):  # noqa: ANN201
+    """See :func:`modelmeter.capture.run.run_capture` (imported lazily to keep import light)."""
+    from .run import run_capture
+
+    return run_capture(*args, **kwargs)
