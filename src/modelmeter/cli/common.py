@@ -1,0 +1,58 @@
+"""Arguments and helpers shared by the commands (argparse only at import time)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+
+def add_model_args(p: argparse.ArgumentParser, *, many: bool = False) -> None:
+    if many:
+        p.add_argument("specs", nargs="+", metavar="SPEC", help="models to compare (same forms as for profile)")
+    else:
+        p.add_argument("spec", metavar="SPEC", help="torchvision:NAME | hf:PRESET | path/config.json | file.py:factory")
+    p.add_argument("--shape", help="input shape(s), e.g. 1x3x224x224 or 1x128:int64 (several: comma-separated)")
+    p.add_argument("--batch", type=int, default=1, help="batch size (default 1)")
+    p.add_argument("--seq", type=int, default=None, help="sequence length for language models (default 128)")
+    p.add_argument("--device", default="meta",
+                   help="meta (default: no weights, any size), cpu or cuda (real tensors; same counts)")
+    p.add_argument("--dtype", default=None, help="run the model in fp32, fp16 or bf16 (default: its own dtype)")
+
+
+def add_count_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--train", action="store_true", help="count a training step: forward, loss, backward")
+    p.add_argument("--optimizer", default=None, help="add an optimizer step: sgd, sgd-momentum, adam, adamw")
+    p.add_argument("--causal", choices=["unmasked", "dense"], default="unmasked",
+                   help="count only unmasked pairs of causal attention (default) or every pair")
+    p.add_argument("--strict", action="store_true", help="fail if any op has no FLOP rule")
+    p.add_argument("--group-size", type=int, default=128, help="int8/int4 quantization group size (default 128)")
+
+
+def load_model(args: Any, spec: str | None = None) -> Any:
+    from ..models import load
+
+    return load(spec or args.spec, batch=args.batch, seq=args.seq, shape=args.shape, device=args.device, dtype=args.dtype)
+
+
+def profile_loaded(loaded: Any, args: Any) -> Any:
+    from ..api import profile
+
+    return profile(
+        loaded.model, loaded.inputs, train=args.train, device=args.device, dtype=args.dtype,
+        optimizer=args.optimizer, causal=args.causal, strict=args.strict, group_size=args.group_size,
+        name=loaded.name,
+    )
+
+
+def write_text(path: str, text: str, console: Any) -> None:
+    """Write to a file, or to standard output for '-'."""
+    from ..errors import InputError
+
+    if path == "-":
+        console.file.write(text if text.endswith("\n") else text + "\n")
+        return
+    try:
+        Path(path).write_text(text)
+    except OSError as exc:
+        raise InputError(f"cannot write {path}: {exc.strerror}; choose a writable path") from exc
