@@ -47,10 +47,27 @@ def param_sizes(model: nn.Module, group_size: int = 128) -> ParamSizes:
 
 
 def module_params(model: nn.Module) -> dict[str, tuple[int, int]]:
-    """path -> (inclusive params, own params), each tensor once within a subtree."""
+    """path -> (inclusive params, own params), each tensor once within a subtree.
+
+    One post-order pass: a module's inclusive set of parameter tensors is its own plus its
+    children's, so tied tensors count once wherever both users sit in the same subtree.
+    """
     out: dict[str, tuple[int, int]] = {}
-    for path, mod in model.named_modules():
-        inclusive = sum(p.numel() for p in mod.parameters())
-        own = sum(p.numel() for p in mod.parameters(recurse=False))
-        out[path] = (inclusive, own)
+    sizes: dict[int, int] = {}
+
+    def visit(mod: nn.Module, path: str, seen: set[int]) -> set[int]:
+        own_ids = set()
+        for p in mod.parameters(recurse=False):
+            sizes[id(p)] = p.numel()
+            own_ids.add(id(p))
+        ids = set(own_ids)
+        for name, child in mod.named_children():
+            if id(child) in seen:  # a module registered twice: counted under its first path only
+                continue
+            seen.add(id(child))
+            ids |= visit(child, f"{path}.{name}" if path else name, seen)
+        out[path] = (sum(sizes[i] for i in ids), sum(sizes[i] for i in own_ids))
+        return ids
+
+    visit(model, "", {id(model)})
     return out
