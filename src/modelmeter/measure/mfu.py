@@ -51,7 +51,8 @@ def matmul_dtype_key(device: str, dtype: Any) -> str:
     if key == "fp32" and str(device).startswith("cuda"):
         import torch
 
-        if torch.get_float32_matmul_precision() != "highest" or torch.backends.cuda.matmul.allow_tf32:
+        # torch.backends.cuda.matmul.allow_tf32 = True also switches this to "high"
+        if torch.get_float32_matmul_precision() != "highest":
             return "tf32"
     return key
 

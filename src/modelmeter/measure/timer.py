@@ -220,7 +220,7 @@ def measure(
         warmup_s = (clock.now_ns() - w0) / 1e9
 
         if warm_calls and last_call_s > 0:
-            calls = min(settings.max_calls_per_sample, max(1, math.ceil(settings.min_sample_s / last_call_s)))
+            calls = min(settings.max_calls_per_sample, max(1, math.ceil(settings.min_sample_s / last_call_s - 1e-9)))
         elif warm_calls:
             calls = settings.max_calls_per_sample  # faster than the clock resolves
         else:
