@@ -296,101 +296,136 @@ def _energy(x: float | None) -> str:
 
 
 def render_benchmark(b: Benchmark) -> Any:
-    """Rich renderables: latency, measured vs predicted, energy, throughput sweep, warnings."""
+    """Rich renderables: latency, counted vs predicted vs measured, energy, throughput sweep, warnings.
+
+    Columns that would be empty for every row are left out, so the tables fit 80 columns.
+    """
     from rich import box
     from rich.table import Table
     from rich.text import Text
 
     from ..units import human_count, human_seconds
 
+    def table(title: str, cols: list[str], left: tuple[str, ...] = ()) -> Table:
+        t = Table(title=title, box=box.SIMPLE_HEAD, title_justify="left", pad_edge=False, caption_justify="left")
+        for c in cols:
+            t.add_column(c, justify="left" if c in left else "right", no_wrap=True)
+        return t
+
+    modes = sorted({r.mode for r in b.runs})
+    one_mode = len(modes) == 1
+    what = {"inference": "inference", "train": "training step"}
+    label = ", ".join(what.get(m, m) for m in modes)
     peak = "no peak known (pass --peak-tflops)"
     if b.peak is not None and b.peak.flops_per_s:
         peak = f"peak {b.peak.flops_per_s / 1e12:.3g} TFLOP/s {b.peak.dtype} from {b.peak.name} ({b.peak.kind})"
 
-    lat = Table(title=f"{b.model} — measured on {b.device_name} ({b.device}), {b.dtype}, {b.threads} threads",
-                box=box.SIMPLE_HEAD, title_justify="left")
-    for col in ("mode", "batch", "n", "p50", "p90", "p99", "min", "mean ± std", "IQR", "samples/s"):
-        lat.add_column(col, justify="left" if col == "mode" else "right")
+    lead = [] if one_mode else ["mode"]
+    lat = table(f"{b.model} {label} on {b.device_name} ({b.device}), {b.dtype}, {b.threads} threads",
+                [*lead, "batch", "n", "p50", "p90", "p99", "min", "IQR", "samples/s"], left=("mode",))
     for r in b.runs:
         s = r.timing.stats
-        lat.add_row(r.mode, str(r.batch), str(s.n), human_seconds(s.p50_s), human_seconds(s.p90_s),
-                    human_seconds(s.p99_s), human_seconds(s.min_s),
-                    f"{human_seconds(s.mean_s)} ± {human_seconds(s.std_s)}", _pct(s.rel_iqr),
+        lat.add_row(*([r.mode] if not one_mode else []), str(r.batch), str(s.n), human_seconds(s.p50_s),
+                    human_seconds(s.p90_s), human_seconds(s.p99_s), human_seconds(s.min_s), _pct(s.rel_iqr),
                     f"{r.samples_per_s:,.1f}")
     timers = sorted({r.timing.timer for r in b.runs})
-    lat.caption = f"timer: {', '.join(timers)}; IQR as % of the median; {peak}"
-    lat.caption_justify = "left"
+    lat.caption = f"timer {', '.join(timers)}; IQR as % of p50; mean, std and raw samples in the JSON"
     yield lat
 
     cmp_rows = [r for r in b.runs if r.comparison is not None]
     if cmp_rows:
-        t = Table(title="counted vs predicted vs measured", box=box.SIMPLE_HEAD, title_justify="left")
-        for col in ("mode", "batch", "MACs", "FLOPs", "predicted", "measured p50", "measured/predicted",
-                    "MFU", "HFU", "energy/call"):
-            t.add_column(col, justify="left" if col == "mode" else "right")
+        has_pred = any(r.comparison and r.comparison.predicted_s is not None for r in cmp_rows)
+        has_mfu = any(r.utilization and r.utilization.mfu is not None for r in cmp_rows)
+        has_energy = any(r.comparison and r.comparison.energy_per_call_j is not None for r in cmp_rows)
+        cols = [*lead, "batch", "MACs", "FLOPs"]
+        cols += ["predicted", "measured", "ratio"] if has_pred else ["measured"]
+        cols += ["MFU", "HFU"] if has_mfu else []
+        cols += ["energy/call"] if has_energy else []
+        t = table("counted vs predicted vs measured", cols, left=("mode",))
         for r in cmp_rows:
             c = r.comparison
             assert c is not None
             u = r.utilization
-            e = "-" if c.energy_per_call_j is None else f"{_energy(c.energy_per_call_j)} ({c.energy_kind})"
-            t.add_row(r.mode, str(r.batch), human_count(c.macs), human_count(c.flops),
-                      "-" if c.predicted_s is None else human_seconds(c.predicted_s),
-                      human_seconds(c.measured_p50_s), "-" if c.ratio is None else f"{c.ratio:.2f}x",
-                      _pct(u.mfu if u else None), _pct(u.hfu if u else None), e)
-        on = {r.comparison.predicted_on for r in cmp_rows if r.comparison and r.comparison.predicted_on}
-        t.caption = ("roofline on " + ", ".join(sorted(on)) + "; " if on else "") + \
-            "MFU: forward matmul FLOPs (x3 for a training step) / time / dense peak; HFU: all counted FLOPs / time / peak"
-        t.caption_justify = "left"
+            row = [*([r.mode] if not one_mode else []), str(r.batch), human_count(c.macs), human_count(c.flops)]
+            if has_pred:
+                row += ["-" if c.predicted_s is None else human_seconds(c.predicted_s), human_seconds(c.measured_p50_s),
+                        "-" if c.ratio is None else f"{c.ratio:.2f}x"]
+            else:
+                row += [human_seconds(c.measured_p50_s)]
+            if has_mfu:
+                row += [_pct(u.mfu if u else None), _pct(u.hfu if u else None)]
+            if has_energy:
+                row += ["-" if c.energy_per_call_j is None else
+                        _energy(c.energy_per_call_j) + ("" if c.energy_kind == "measured" else " *")]
+            t.add_row(*row)
+        cap = []
+        on = sorted({r.comparison.predicted_on for r in cmp_rows if r.comparison and r.comparison.predicted_on})
+        if has_pred:
+            cap.append(f"predicted: roofline on {', '.join(on)}; ratio = measured / predicted")
+        else:
+            notes = sorted({r.comparison.note for r in cmp_rows if r.comparison and r.comparison.note})
+            cap.append("no prediction: " + "; ".join(notes) if notes else "no prediction")
+        if has_mfu:
+            cap.append(f"MFU: forward matmul FLOPs (x3 for training) / p50 / peak; HFU: all counted FLOPs; {peak}")
+        else:
+            cap.append(f"MFU: {peak}")
+        if has_energy and any(r.comparison and r.comparison.energy_kind != "measured" for r in cmp_rows):
+            cap.append("* energy estimated, not measured")
+        t.caption = "\n".join(cap)
         yield t
 
     en_rows = [r for r in b.runs if r.energy is not None]
     if en_rows:
-        t = Table(title="energy", box=box.SIMPLE_HEAD, title_justify="left")
-        for col in ("mode", "batch", "kind", "per call", "per sample", "per token", "J/FLOP", "avg power",
-                    "above idle/call", "CO2e/1k samples"):
-            t.add_column(col, justify="left" if col in ("mode", "kind") else "right")
+        measured = any(r.energy and r.energy.measured for r in en_rows)
+        tokens = any(r.energy and r.energy.energy_per_token_j is not None for r in en_rows)
+        carbon = any(r.energy and r.energy.carbon is not None for r in en_rows)
+        cols = [*lead, "batch", "kind", "per call", "per sample"] + (["per token"] if tokens else []) + ["J/FLOP"]
+        cols += ["power", "above idle"] if measured else []
+        cols += ["CO2e/1k samples"] if carbon else []
+        t = table("energy", cols, left=("mode", "kind"))
         for r in en_rows:
             e = r.energy
             assert e is not None
-            t.add_row(r.mode, str(r.batch), e.kind + ("" if e.measured else " *"), _energy(e.energy_per_call_j),
-                      _energy(e.energy_per_sample_j), _energy(e.energy_per_token_j),
-                      "-" if e.joules_per_flop is None else f"{e.joules_per_flop:.3g}",
-                      "-" if e.avg_power_w is None else f"{e.avg_power_w:.1f} W",
-                      _energy(e.energy_above_idle_per_call_j),
-                      "-" if e.carbon is None else f"{e.carbon.grams_co2e_per_1k_samples:.3g} g")
+            row = [*([r.mode] if not one_mode else []), str(r.batch), e.kind, _energy(e.energy_per_call_j),
+                   _energy(e.energy_per_sample_j)]
+            row += [_energy(e.energy_per_token_j)] if tokens else []
+            row += ["-" if e.joules_per_flop is None else f"{e.joules_per_flop:.3g}"]
+            if measured:
+                row += ["-" if e.avg_power_w is None else f"{e.avg_power_w:.1f} W", _energy(e.energy_above_idle_per_call_j)]
+            if carbon:
+                row += ["-" if e.carbon is None else f"{e.carbon.grams_co2e_per_1k_samples:.3g} g"]
+            t.add_row(*row)
         first = en_rows[0].energy
         assert first is not None
         cap = [f"meter: {first.meter} ({first.method})" if first.measured else f"not measured: {first.unavailable_reason}"]
-        if first.estimate is not None and not first.measured:
-            est = first.estimate
-            cap.append(f"* estimated: {est.pj_per_flop:g} pJ/FLOP + {est.pj_per_byte:g} pJ/B ({est.figures})")
+        est = first.estimate
+        if est is not None and not first.measured:
+            cap.append(f"estimated: {est.pj_per_flop:g} pJ/FLOP + {est.pj_per_byte:g} pJ/byte moved ({est.figures})")
             if est.tdp_bound_j is not None:
-                cap.append(f"TDP x time upper bound: {_energy(est.tdp_bound_j)} per call at {est.tdp_w:g} W "
-                           f"({est.tdp_source})")
+                cap.append(f"TDP x time bound: {_energy(est.tdp_bound_j)} per call at batch {en_rows[0].batch} "
+                           f"({est.tdp_w:g} W, {est.tdp_source})")
+            else:
+                cap.append(f"TDP x time bound: {est.tdp_source}")
         if first.carbon is not None:
-            cap.append(f"CO2e at {first.carbon.intensity_g_per_kwh:g} g/kWh ({first.carbon.intensity_source}), "
-                       f"PUE {first.carbon.pue:g}")
+            cap.append(f"CO2e: {first.carbon.intensity_source}; PUE {first.carbon.pue:g}")
         t.caption = "\n".join(cap)
-        t.caption_justify = "left"
         yield t
 
     if b.sweep is not None and b.sweep.points:
         sw = b.sweep
-        t = Table(title=f"throughput sweep ({sw.mode})", box=box.SIMPLE_HEAD, title_justify="left")
-        for col in ("batch", "latency p50", "latency p90", "samples/s", ""):
-            t.add_column(col, justify="right")
+        t = table(f"throughput sweep ({what.get(sw.mode, sw.mode)})", ["batch", "p50 / batch", "p90 / batch",
+                                                                     "samples/s", ""])
         for p in sw.points:
             t.add_row(str(p.batch), human_seconds(p.latency_p50_s), human_seconds(p.latency_p90_s),
                       f"{p.samples_per_s:,.1f}", "best" if p.best else "")
         if sw.oom_batch is not None:
             t.caption = f"batch {sw.oom_batch} ran out of memory; largest batch that ran: {sw.largest_batch_ran}"
-            t.caption_justify = "left"
         yield t
 
     warns = list(b.warnings)
     for r in b.runs:
         warns.extend(f"{r.mode} batch {r.batch}: {w}" for w in r.timing.warnings)
-        if r.energy is not None:
+        if r.energy is not None and r.energy.measured:
             warns.extend(f"{r.mode} batch {r.batch} energy: {w}" for w in r.energy.warnings)
     for w in dict.fromkeys(warns):
         yield Text(f"warning: {w}", style="yellow")
