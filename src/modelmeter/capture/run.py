@@ -95,6 +95,8 @@ def run_capture(
     """
     if not isinstance(model, nn.Module):
         raise InputError(f"model must be a torch.nn.Module, not {type(model).__name__}")
+    # a torch.compile'd module: count the eager module it wraps (the counter must not poison its graph)
+    model = getattr(model, "_orig_mod", model)
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise InputError("device 'cuda' asked for but CUDA is not available: use --device cpu or meta")
