@@ -1,63 +1,131 @@
 """Elementwise arithmetic and activations: FLOPs = cost per element x numel(output).
 
-The cost per element is the count of elementary operations in the function's textbook form;
-a transcendental (exp, log, tanh, erf, sin, sqrt, ...) counts as 1. The table below is the
-documented convention (see docs/counting.md); change it with :func:`register_rule(override=True)`.
+The cost per element is the count of elementary operations in the function's textbook form; a
+transcendental (exp, log, tanh, erf, sin, sqrt, pow, ...) counts as 1, and so does a comparison or a
+select. Every op's in-place variant (``add_``, ``relu_``, ...) costs the same as the op.
+
+Argument-dependent costs:
+
+* ``add``/``sub``/``rsub`` with ``alpha != 1``: +1 (the scale), e.g. SGD's ``p.add_(g, alpha=-lr)``;
+* ``addcmul``/``addcdiv`` (``self + value * t1 op t2``): 2, +1 when ``value != 1`` (Adam);
+* ``clamp``/``clip``: 1 per bound given;
+* ``gelu``: 5 for the erf form ``0.5 x (1 + erf(x / sqrt 2))`` (div, erf, add, mul, mul), 9 for
+  ``approximate="tanh"`` (``0.5 x (1 + tanh(k (x + 0.044715 x^3)))``: x^3 2, scale 1, add 1, k 1,
+  tanh 1, add 1, mul 1, mul 1); ``gelu_backward`` 11 and 18.
+
+The table :data:`ELEMENTWISE_FLOPS` is the documented convention (see docs/counting.md); replace a
+rule with ``register_rule(op, override=True)``.
 """
 
 from __future__ import annotations
 
 from ..capture.events import OpEvent
-from .registry import Cost, register_rule
+from .registry import Cost, arguments, op_exists, register_rule
 
-#: FLOPs per output element.
+#: FLOPs per output element, keyed by the op's base name (in-place variants share the entry).
 ELEMENTWISE_FLOPS: dict[str, int] = {
-    # binary and unary arithmetic, comparisons, selection
+    # one operation: arithmetic, transcendental, comparison, selection, rounding
     **dict.fromkeys(
         [
-            "add", "add_", "sub", "sub_", "rsub", "mul", "mul_", "div", "div_", "neg", "neg_", "abs", "abs_",
-            "reciprocal", "reciprocal_", "square", "sqrt", "sqrt_", "rsqrt", "rsqrt_", "exp", "exp_", "exp2",
-            "expm1", "log", "log_", "log2", "log10", "log1p", "sin", "cos", "tan", "asin", "acos", "atan",
-            "atan2", "sinh", "cosh", "tanh", "tanh_", "erf", "erfc", "erfinv", "pow", "pow_", "floor", "ceil",
-            "round", "trunc", "frac", "sign", "sgn", "fmod", "remainder", "maximum", "minimum", "fmax", "fmin",
-            "clamp_min", "clamp_min_", "clamp_max", "clamp_max_", "eq", "ne", "lt", "le", "gt", "ge",
-            "logical_and", "logical_or", "logical_not", "logical_xor", "bitwise_and", "bitwise_or",
-            "bitwise_not", "bitwise_xor", "where", "masked_fill", "masked_fill_", "relu", "relu_",
-            "threshold", "threshold_", "isnan", "isinf", "isfinite", "nan_to_num", "lerp_scalar",
-            "floor_divide", "heaviside", "sigmoid_", "copysign", "hypot", "xlogy",
+            "add", "sub", "rsub", "mul", "div", "true_divide", "floor_divide", "neg", "abs", "reciprocal",
+            "square", "sqrt", "rsqrt", "exp", "exp2", "expm1", "log", "log2", "log10", "log1p", "sin", "cos",
+            "tan", "asin", "acos", "atan", "atan2", "sinh", "cosh", "tanh", "asinh", "acosh", "atanh", "erf",
+            "erfc", "erfinv", "pow", "float_power", "floor", "ceil", "round", "trunc", "frac", "sign", "sgn",
+            "signbit", "fmod", "remainder", "maximum", "minimum", "fmax", "fmin", "clamp_min", "clamp_max",
+            "eq", "ne", "lt", "le", "gt", "ge", "logical_and", "logical_or", "logical_not", "logical_xor",
+            "bitwise_and", "bitwise_or", "bitwise_not", "bitwise_xor", "bitwise_left_shift",
+            "bitwise_right_shift", "where", "masked_fill", "relu", "threshold", "isnan", "isinf", "isfinite",
+            "isneginf", "isposinf", "nan_to_num", "heaviside", "copysign", "lgamma", "digamma", "i0",
+            "rad2deg", "deg2rad", "bernoulli", "threshold_backward",
         ],
         1,
     ),
-    "clamp": 2, "clamp_": 2, "hardtanh": 2, "hardtanh_": 2, "leaky_relu": 2, "leaky_relu_": 2,
-    "addcmul": 2, "addcmul_": 2, "addcdiv": 2, "addcdiv_": 2, "lerp": 3, "lerp_": 3,
+    # two: compare + select/scale, or two arithmetic steps
+    **dict.fromkeys(
+        ["hardtanh", "relu6", "leaky_relu", "prelu", "_prelu_kernel", "rrelu_with_noise", "hardshrink",
+         "xlogy", "special_xlog1py", "native_dropout", "_fused_dropout", "_masked_scale", "addcmul", "addcdiv",
+         "hardtanh_backward", "leaky_relu_backward", "native_dropout_backward", "rrelu_with_noise_backward"],
+        2,
+    ),
+    "lerp": 3,  # self + w * (end - self): sub, mul, add
+    "softplus": 3,  # log(1 + exp(x)): exp, add, log
+    "softshrink": 3,  # |x| > l ? x - sign(x) l : 0: abs, compare, sub
+    "logit": 3,  # log(p / (1 - p)): sub, div, log
+    "hypot": 4,  # sqrt(a^2 + b^2)
+    "sinc": 3,  # sin(pi x) / (pi x): mul, sin, div
     "sigmoid": 4,  # 1 / (1 + exp(-x)): neg, exp, add, div
-    "silu": 5, "silu_": 5,  # x * sigmoid(x)
-    "hardsigmoid": 3, "hardswish": 4, "hardswish_": 4, "relu6": 2, "prelu": 2, "_prelu_kernel": 2,
-    "elu": 4, "elu_": 4, "selu": 5, "celu": 4, "softplus": 3, "mish": 5, "logit": 3, "log_sigmoid_forward": 4,
-    "gelu": 5,  # 0.5 * x * (1 + erf(x / sqrt(2))): div, erf, add, mul, mul; approximate='tanh' counts 9
-    "glu": 5, "native_dropout": 2, "bernoulli": 1, "bernoulli_": 1,
-    # backward of activations
-    "threshold_backward": 1, "hardtanh_backward": 2, "leaky_relu_backward": 2, "sigmoid_backward": 3,
-    "tanh_backward": 3, "silu_backward": 7, "gelu_backward": 8, "elu_backward": 3, "hardswish_backward": 4,
-    "hardsigmoid_backward": 2, "softplus_backward": 4, "native_dropout_backward": 2, "mish_backward": 9,
-    "log_sigmoid_backward": 4, "glu_backward": 6, "_prelu_kernel_backward": 3,
+    "hardsigmoid": 4,  # min(max(x + 3, 0), 6) / 6: add, max, min, div
+    "elu": 4,  # x > 0 ? x : a (exp(x) - 1): compare, exp, sub, mul
+    "silu": 5,  # x * sigmoid(x)
+    "hardswish": 5,  # x * hardsigmoid(x)
+    "selu": 5,  # scale * elu(x)
+    "celu": 5,  # x > 0 ? x : a (exp(x / a) - 1): compare, div, exp, sub, mul
+    "mish": 5,  # x * tanh(softplus(x)): softplus 3, tanh, mul
+    "log_sigmoid_forward": 5,  # -log(1 + exp(-x)): neg, exp, add, log, neg
+    "logaddexp": 5,  # max + log1p(exp(-|a - b|)): sub, abs, exp, log1p, add (max folded)
+    "logaddexp2": 5,
+    "glu": 5,  # a * sigmoid(b) per output element
+    "gelu": 5,  # see the module docstring; approximate="tanh" counts 9
+    # backward of activations: grad times the derivative
+    "sigmoid_backward": 3,  # g * y * (1 - y)
+    "tanh_backward": 3,  # g * (1 - y^2)
+    "elu_backward": 3,  # compare, (y + a) or 1, mul
+    "hardsigmoid_backward": 3,  # region test (2), mul by 1/6
+    "hardswish_backward": 5,  # region test (2), x / 3 + 0.5 (2), mul
+    "logit_backward": 3,  # g / (x (1 - x))
+    "_prelu_kernel_backward": 3,  # compare, g * w, g * x
+    "softplus_backward": 5,  # g * sigmoid(x)
+    "log_sigmoid_backward": 5,  # g * sigmoid(-x)
+    "glu_backward": 6,  # sigmoid(b) 4, two products for the two halves
+    "silu_backward": 9,  # g * s * (1 + x (1 - s)): sigmoid 4, sub, mul, add, mul, mul
+    "mish_backward": 9,
+    "gelu_backward": 11,  # cdf (div, erf, add, mul) + pdf (square, mul, exp, mul) + x*pdf, add, g*
 }
 
-_GELU_TANH_FLOPS = 9  # 0.5*x*(1+tanh(sqrt(2/pi)*(x+0.044715*x^3))): x^3 (2), *c (1), + (1), *k (1), tanh, +1, *x, *0.5
+_GELU_TANH_FLOPS = 9
+_GELU_TANH_BACKWARD_FLOPS = 18  # u (5), tanh, du/dx (3), 0.5 (1 + t) + 0.5 x (1 - t^2) du (8), g*
+
+
+def _per_element(name: str, base: int, a: dict) -> int:
+    if name in ("add", "sub", "rsub"):
+        alpha = a.get("alpha", 1)
+        return base + (0 if alpha is None or alpha == 1 else 1)
+    if name in ("addcmul", "addcdiv"):
+        value = a.get("value", 1)
+        return base + (0 if value is None or value == 1 else 1)
+    if name in ("gelu", "gelu_backward") and a.get("approximate", "none") == "tanh":
+        return _GELU_TANH_FLOPS if name == "gelu" else _GELU_TANH_BACKWARD_FLOPS
+    return base
+
+
+_NEEDS_ARGS = {"add", "sub", "rsub", "addcmul", "addcdiv", "gelu", "gelu_backward"}
 
 
 def _make(name: str, per: int):
+    needs_args = name in _NEEDS_ARGS
+
     def rule(ev: OpEvent) -> Cost:
-        out = ev.outputs[0].numel if ev.outputs else ev.inputs[0].numel
-        p = per
-        if name in ("gelu", "gelu_backward") and ev.kwargs.get("approximate", "none") == "tanh":
-            p = _GELU_TANH_FLOPS if name == "gelu" else _GELU_TANH_FLOPS + 3
-        return Cost(flops=p * out)
+        n = ev.outputs[0].numel if ev.outputs else ev.inputs[0].numel
+        p = _per_element(name, per, arguments(ev)) if needs_args else per
+        return Cost(flops=p * n)
 
     rule.__name__ = f"elementwise_{name}"
     rule.__doc__ = f"{name}: {per} FLOP(s) per output element."
     return rule
 
 
+def _clamp(ev: OpEvent) -> Cost:
+    """clamp/clip: one comparison per bound given, per output element."""
+    a = arguments(ev)
+    bounds = (a.get("min") is not None) + (a.get("max") is not None)
+    return Cost(flops=max(bounds, 1) * ev.outputs[0].numel)
+
+
+def _variants(name: str) -> list[str]:
+    return [op for op in (f"aten.{name}", f"aten.{name}_") if op_exists(op)]
+
+
 for _name, _per in ELEMENTWISE_FLOPS.items():
-    register_rule(f"aten.{_name}")(_make(_name, _per))
+    if _variants(_name):
+        register_rule(*_variants(_name))(_make(_name, _per))
+register_rule(*_variants("clamp"), *_variants("clip"))(_clamp)

@@ -1,24 +1,36 @@
-"""Matrix products: mm, addmm, bmm, baddbmm, addbmm, mv, addmv, dot, _scaled_mm.
+"""Matrix products: mm, addmm, bmm, baddbmm, addbmm, addr, mv, addmv, dot, linear, the scaled
+(fp8) and grouped (mixture-of-experts) products, weight-only quantized products, ``_trilinear``.
 
 ``linear``, ``matmul``, ``@`` and ``einsum`` are composite in PyTorch: they reach the dispatcher as
-these ops (plus views), so their rules are these. MACs = the multiply-accumulates of the product;
-a bias/beta add costs one FLOP per output element and no MAC.
+these ops (plus views), so their rules are these. MACs are the multiply-accumulates of the product,
+``m x n x k`` for ``(m, k) @ (k, n)``; a bias/beta add costs one FLOP per output element and no MAC
+(``addmm``, ``baddbmm``, ``addr``, ``addmv``, ``linear`` with a bias, ``_scaled_mm`` with a bias).
+Scaling by ``alpha``/``beta`` and the dequantization scales of fp8/int8/int4 products are not
+counted (they fold into the kernel's epilogue).
+
+Grouped products (``_grouped_mm``, ``_scaled_grouped_mm``) multiply each row of the token matrix by
+exactly one group's weight, whatever the group offsets are, so their MACs follow from shapes alone:
+``numel(out) x K`` with ``K = self.shape[-1]``, except 2-D x 2-D (groups along K, the weight
+gradient of a mixture of experts): ``M x N x K_total`` = ``numel(out) / G x K_total``.
+
+``_trilinear(i1, i2, i3, ...)`` (``nn.Bilinear``) multiplies three broadcast factors and sums over
+``sumdim``: one MAC per term of the broadcast product space plus one FLOP for the third factor.
 """
 
 from __future__ import annotations
 
-from ..capture.events import OpEvent
-from .registry import Cost, register_rule
+from ..capture.events import OpEvent, TensorMeta
+from .registry import Cost, arguments, register_rule
 
 
-def _prod(xs: tuple[int, ...]) -> int:
+def _prod(xs: tuple[int, ...] | list[int]) -> int:
     n = 1
     for x in xs:
-        n *= x
+        n *= int(x)
     return n
 
 
-@register_rule("aten.mm", "aten._scaled_mm", "aten._int_mm")
+@register_rule("aten.mm", "aten._int_mm")
 def mm(ev: OpEvent) -> Cost:
     # (m, k) @ (k, n): m*n*k MACs
     a, b = ev.inputs[0], ev.inputs[1]
@@ -27,13 +39,48 @@ def mm(ev: OpEvent) -> Cost:
     return Cost.of_macs(m * n * k)
 
 
-@register_rule("aten.addmm")
+@register_rule("aten._scaled_mm", "aten._scaled_mm_v2")
+def scaled_mm(ev: OpEvent) -> Cost:
+    # fp8 (m, k) @ (k, n) with scales: m*n*k MACs, + m*n FLOPs for a bias
+    a = arguments(ev)
+    m, k = a["self"].shape
+    n = a["mat2"].shape[1]
+    bias = m * n if isinstance(a.get("bias"), TensorMeta) else 0
+    return Cost.of_macs(m * n * k, extra_flops=bias)
+
+
+@register_rule("aten._grouped_mm", "aten._scaled_grouped_mm")
+def grouped_mm(ev: OpEvent) -> Cost:
+    a = arguments(ev)
+    x, w = a["self"], a["mat2"]
+    out = ev.outputs[0]
+    if x.ndim == 2 and w.ndim == 2:  # (M, K_total) x (K_total, N) -> (G, M, N)
+        macs = out.numel // out.shape[0] * x.shape[1]
+    else:  # 2d x 3d (M_total, K)x(G, K, N); 3d x 2d (G, M, K)x(K, N_total); 3d x 3d batched
+        macs = out.numel * x.shape[-1]
+    bias = out.numel if isinstance(a.get("bias"), TensorMeta) else 0
+    return Cost.of_macs(macs, extra_flops=bias)
+
+
+@register_rule("aten._weight_int8pack_mm", "aten._weight_int4pack_mm", "aten._weight_int4pack_mm_for_cpu",
+               "aten._weight_int4pack_mm_with_scales_and_zeros", "aten._dyn_quant_matmul_4bit")
+def weight_only_quant_mm(ev: OpEvent) -> Cost:
+    # activations (m, k) times a packed weight: the output (m, n) has k MACs per element
+    x = ev.inputs[0]
+    return Cost.of_macs(ev.outputs[0].numel * x.shape[-1])
+
+
+@register_rule("aten.addmm", "aten._addmm_activation")
 def addmm(ev: OpEvent) -> Cost:
-    # bias (broadcast to m x n) + (m, k) @ (k, n): m*n*k MACs + m*n FLOPs for the add
+    # bias (broadcast to m x n) + (m, k) @ (k, n): m*n*k MACs + m*n FLOPs for the add;
+    # _addmm_activation adds the relu/gelu epilogue (1 FLOP per element for relu, 5 for gelu)
     a, b = ev.inputs[1], ev.inputs[2]
     m, k = a.shape
     n = b.shape[1]
-    return Cost.of_macs(m * n * k, extra_flops=m * n)
+    act = 0
+    if ev.packet == "aten._addmm_activation":
+        act = 5 if arguments(ev).get("use_gelu") else 1
+    return Cost.of_macs(m * n * k, extra_flops=m * n * (1 + act))
 
 
 @register_rule("aten.bmm")
@@ -47,6 +94,7 @@ def bmm(ev: OpEvent) -> Cost:
 
 @register_rule("aten.baddbmm")
 def baddbmm(ev: OpEvent) -> Cost:
+    # self + (B, m, k) @ (B, k, n): B*m*n*k MACs + B*m*n FLOPs for the add
     a, b = ev.inputs[1], ev.inputs[2]
     bsz, m, k = a.shape
     n = b.shape[2]
@@ -55,15 +103,24 @@ def baddbmm(ev: OpEvent) -> Cost:
 
 @register_rule("aten.addbmm")
 def addbmm(ev: OpEvent) -> Cost:
-    # sum over the batch of (m, k) @ (k, n): B*m*n*k MACs, plus the add of the input
+    # self + sum over the batch of (m, k) @ (k, n): B*m*n*k MACs (the batch sum accumulates in the
+    # same MACs), plus m*n FLOPs for the add of self
     a, b = ev.inputs[1], ev.inputs[2]
     bsz, m, k = a.shape
     n = b.shape[2]
     return Cost.of_macs(bsz * m * n * k, extra_flops=m * n)
 
 
+@register_rule("aten.addr")
+def addr(ev: OpEvent) -> Cost:
+    # self + outer(vec1 (m), vec2 (n)): an (m, 1) @ (1, n) product, m*n MACs + m*n FLOPs for the add
+    m, n = ev.inputs[1].numel, ev.inputs[2].numel
+    return Cost.of_macs(m * n, extra_flops=m * n)
+
+
 @register_rule("aten.mv")
 def mv(ev: OpEvent) -> Cost:
+    # (m, k) @ (k,): m*k MACs
     m, k = ev.inputs[0].shape
     return Cost.of_macs(m * k)
 
@@ -82,8 +139,26 @@ def dot(ev: OpEvent) -> Cost:
 @register_rule("aten.linear")
 def linear(ev: OpEvent) -> Cost:
     # Seen only when a backend keeps linear whole: x (..., k) @ W^T (k, n) [+ bias]
-    x, w = ev.inputs[0], ev.inputs[1]
+    a = arguments(ev)
+    x, w = a["input"], a["weight"]
     rows = _prod(x.shape[:-1])
-    n, k = w.shape
-    has_bias = len(ev.inputs) > 2
+    n, k = w.shape if w.ndim == 2 else (1, w.shape[0])
+    has_bias = isinstance(a.get("bias"), TensorMeta)
     return Cost.of_macs(rows * n * k, extra_flops=rows * n if has_bias else 0)
+
+
+@register_rule("aten._trilinear")
+def trilinear(ev: OpEvent) -> Cost:
+    # i1, i2, i3 are unsqueezed at expand1/2/3 to a common rank and broadcast; every term of the
+    # broadcast space is one product of three factors (1 MAC + 1 FLOP), summed over sumdim
+    a = arguments(ev)
+    shapes = []
+    for t, expand in ((a["i1"], a["expand1"]), (a["i2"], a["expand2"]), (a["i3"], a["expand3"])):
+        s = list(t.shape)
+        for d in sorted(int(e) for e in expand):
+            s.insert(d, 1)
+        shapes.append(s)
+    rank = max(len(s) for s in shapes)
+    space = [max(s[i] if i < len(s) else 1 for s in shapes) for i in range(rank)]
+    terms = _prod(space)
+    return Cost.of_macs(terms, extra_flops=terms)

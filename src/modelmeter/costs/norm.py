@@ -1,74 +1,101 @@
 """Normalizations (batch, layer, group, instance, RMS) and softmax / log-softmax.
 
-FLOPs per element (documented convention):
+FLOPs per element of the input (documented convention):
 
-* layer/group/instance norm forward: mean (1), subtract (1), square (1), variance sum (1), scale by
-  rstd (1) = 5, plus 2 for an affine weight and bias (7). Backward: 8 per element for the input
-  gradient, plus 2 per element for each of weight and bias gradients.
-* batch norm forward: subtract mean, scale (2) + affine (2) = 4; in training the batch statistics
-  add 3 (sum, square, sum of squares). Backward: 8 per element (+2 per affine parameter gradient).
-* RMS norm (fused kernel): square (1), mean (1), scale (1) + weight (1) = 4 per element.
-  Decomposed RMS norms (``pow``, ``mean``, ``rsqrt``, ``mul``) are counted op by op.
-* softmax: max (1), subtract (1), exp (1), sum (1), divide (1) = 5; log-softmax the same (the last
-  step is a subtract of the log-sum). Backward: 4 per element.
+* layer/group norm, and batch norm in training (batch statistics): statistics 3 (sum; square and
+  sum), normalize 2 (subtract the mean, scale by rstd) = 5, plus 2 for an affine weight and bias
+  (1 each if only one is given). Instance norm runs as batch norm in training on a reshaped input
+  and costs the same.
+* batch norm in eval (running statistics): normalize 2, plus the affine 2.
+* RMS norm (fused kernel): square 1, sum 1, scale by rstd 1, + 1 for the weight. Decomposed RMS
+  norms (``pow``, ``mean``, ``rsqrt``, ``mul``, as Hugging Face writes them) are counted op by op
+  and come to the same per element, plus a few FLOPs per row.
+* backward, per element of grad_output: 8 for the input gradient of layer/group/batch norm in
+  training (2 in eval: ``g * w * rstd``), 6 for RMS norm; 2 for the weight gradient (``g * xhat``
+  accumulated), 1 for the bias gradient (``g`` accumulated). Only the gradients asked for by
+  ``output_mask`` are counted.
+* softmax and log-softmax: max 1, subtract 1, exp 1, sum 1, divide (log-softmax: log-sum
+  subtract) 1 = 5. Backward: 4 (softmax: ``y * (g - sum(g * y))``: mul, sum, sub, mul;
+  log-softmax: ``g - exp(y) * sum(g)``: sum, exp, mul, sub).
+
+Bytes of batch norm are counted from what the kernel touches, not from the tensors a backend
+happens to return: input, weight, bias and (eval) running statistics read; output written; in
+training the saved mean and inverse std written and the running statistics read and written. (A CPU
+kernel in eval returns empty saved statistics where a meta kernel returns ``C``-sized ones; counting
+what is computed keeps meta and real runs identical.)
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 from ..capture.events import OpEvent, TensorMeta
-from .registry import Cost, register_rule
+from .registry import Cost, arguments, register_rule
 
 NORM_FLOPS = 5
-AFFINE_FLOPS = 2
+NORM_EVAL_FLOPS = 2
 NORM_BACKWARD_FLOPS = 8
-BN_STATS_FLOPS = 3
+NORM_EVAL_BACKWARD_FLOPS = 2
+WEIGHT_GRAD_FLOPS = 2
+BIAS_GRAD_FLOPS = 1
+RMS_FLOPS = 3
+RMS_BACKWARD_FLOPS = 6
 SOFTMAX_FLOPS = 5
 SOFTMAX_BACKWARD_FLOPS = 4
-RMS_FLOPS = 3
 
 
-def _is_tensor(x: object) -> bool:
+def _t(x: object) -> bool:
     return isinstance(x, TensorMeta)
+
+
+def _nbytes(x: object) -> int:
+    return x.nbytes if isinstance(x, TensorMeta) else 0
+
+
+def _affine(a: dict[str, Any]) -> int:
+    return int(_t(a.get("weight"))) + int(_t(a.get("bias")))
 
 
 @register_rule("aten.native_layer_norm")
 def layer_norm(ev: OpEvent) -> Cost:
     # (input, normalized_shape, weight, bias, eps)
-    x = ev.args[0]
-    affine = AFFINE_FLOPS if _is_tensor(ev.args[2]) or _is_tensor(ev.args[3]) else 0
-    return Cost(flops=x.numel * (NORM_FLOPS + affine))
+    a = arguments(ev)
+    return Cost(flops=a["input"].numel * (NORM_FLOPS + _affine(a)))
 
 
 @register_rule("aten.native_group_norm")
 def group_norm(ev: OpEvent) -> Cost:
-    # (input, weight, bias, N, C, HxW, group, eps); instance norm reaches here or batch_norm
-    x = ev.args[0]
-    affine = AFFINE_FLOPS if _is_tensor(ev.args[1]) or _is_tensor(ev.args[2]) else 0
-    return Cost(flops=x.numel * (NORM_FLOPS + affine))
+    # (input, weight, bias, N, C, HxW, group, eps)
+    a = arguments(ev)
+    return Cost(flops=a["input"].numel * (NORM_FLOPS + _affine(a)))
 
 
 def _bn(ev: OpEvent, training: bool) -> Cost:
-    x = ev.args[0]
-    affine = AFFINE_FLOPS if _is_tensor(ev.args[1]) or _is_tensor(ev.args[2]) else 0
-    return Cost(flops=x.numel * (2 + affine + (BN_STATS_FLOPS if training else 0)))
+    a = arguments(ev)
+    x = a["input"]
+    per = (NORM_FLOPS if training else NORM_EVAL_FLOPS) + _affine(a)
+    stats = _nbytes(a.get("running_mean")) + _nbytes(a.get("running_var"))
+    read = x.nbytes + _nbytes(a.get("weight")) + _nbytes(a.get("bias")) + stats
+    written = ev.outputs[0].nbytes
+    if training:
+        # saved mean and inverse std (one value per channel each), running statistics updated
+        saved = ev.outputs[1].nbytes + ev.outputs[2].nbytes if len(ev.outputs) >= 3 else 0
+        written += saved + stats
+    return Cost(flops=x.numel * per, bytes_read=read, bytes_written=written)
 
 
-@register_rule("aten._native_batch_norm_legit_no_training")
+@register_rule("aten._native_batch_norm_legit_no_training", "aten._batch_norm_no_update")
 def batch_norm_eval(ev: OpEvent) -> Cost:
-    return _bn(ev, False)
+    # _batch_norm_no_update normalizes with the running statistics when given, else batch statistics
+    a = arguments(ev)
+    return _bn(ev, ev.packet == "aten._batch_norm_no_update" and not _t(a.get("running_mean")))
 
 
-@register_rule("aten._native_batch_norm_legit", "aten._native_batch_norm_legit_functional")
-def batch_norm_legit(ev: OpEvent) -> Cost:
-    # (input, weight, bias, running_mean, running_var, training, momentum, eps) or without running stats
-    training = ev.args[5] if len(ev.args) > 7 else ev.args[3]
-    return _bn(ev, bool(training))
-
-
-@register_rule("aten.native_batch_norm", "aten.cudnn_batch_norm", "aten.miopen_batch_norm")
+@register_rule("aten.native_batch_norm", "aten.cudnn_batch_norm", "aten.miopen_batch_norm",
+               "aten._native_batch_norm_legit", "aten._native_batch_norm_legit_functional")
 def batch_norm(ev: OpEvent) -> Cost:
-    # (input, weight, bias, running_mean, running_var, training, momentum, eps)
-    return _bn(ev, bool(ev.args[5]))
+    # (input, weight, bias, [running_mean, running_var,] training, momentum, eps)
+    return _bn(ev, bool(arguments(ev)["training"]))
 
 
 @register_rule("aten._batch_norm_with_update", "aten._batch_norm_with_update_functional")
@@ -76,53 +103,56 @@ def batch_norm_update(ev: OpEvent) -> Cost:
     return _bn(ev, True)
 
 
-@register_rule("aten._batch_norm_no_update")
-def batch_norm_no_update(ev: OpEvent) -> Cost:
-    return _bn(ev, False)
-
-
-def _norm_backward(ev: OpEvent, grad_index: int, mask_index: int) -> Cost:
-    g = ev.args[grad_index]
-    mask = ev.args[mask_index] if len(ev.args) > mask_index else [True, True, True]
-    per = (NORM_BACKWARD_FLOPS if mask[0] else 0) + (2 if mask[1] else 0) + (1 if mask[2] else 0)
+def _norm_backward(g: TensorMeta, mask: Any, input_per: int) -> Cost:
+    mask = list(mask) if mask is not None else [True, True, True]
+    mask += [False] * (3 - len(mask))
+    per = (input_per if mask[0] else 0) + (WEIGHT_GRAD_FLOPS if mask[1] else 0) + (BIAS_GRAD_FLOPS if mask[2] else 0)
     return Cost(flops=g.numel * per)
 
 
 @register_rule("aten.native_layer_norm_backward")
 def layer_norm_backward(ev: OpEvent) -> Cost:
     # (grad_out, input, normalized_shape, mean, rstd, weight, bias, output_mask)
-    return _norm_backward(ev, 0, 7)
+    a = arguments(ev)
+    return _norm_backward(a["grad_out"], a["output_mask"], NORM_BACKWARD_FLOPS)
 
 
 @register_rule("aten.native_group_norm_backward")
 def group_norm_backward(ev: OpEvent) -> Cost:
     # (grad_out, input, mean, rstd, weight, N, C, HxW, group, output_mask)
-    return _norm_backward(ev, 0, 9)
+    a = arguments(ev)
+    return _norm_backward(a["grad_out"], a["output_mask"], NORM_BACKWARD_FLOPS)
 
 
-@register_rule("aten.native_batch_norm_backward")
+@register_rule("aten.native_batch_norm_backward", "aten.batch_norm_backward")
 def batch_norm_backward(ev: OpEvent) -> Cost:
-    # (grad_out, input, weight, running_mean, running_var, save_mean, save_invstd, train, eps, output_mask)
-    return _norm_backward(ev, 0, 9)
+    # native: (grad_out, input, weight, running_mean, running_var, save_mean, save_invstd, train, eps,
+    # output_mask); batch_norm_backward: (..., save_var, update, eps, output_mask, reserve)
+    a = arguments(ev)
+    train = a.get("train", a.get("update"))
+    per = NORM_BACKWARD_FLOPS if train else NORM_EVAL_BACKWARD_FLOPS
+    return _norm_backward(a["grad_out"], a["output_mask"], per)
 
 
-@register_rule("aten.batch_norm_backward", "aten.cudnn_batch_norm_backward", "aten.miopen_batch_norm_backward")
-def batch_norm_backward_new(ev: OpEvent) -> Cost:
-    g = ev.args[0]
-    return Cost(flops=g.numel * (NORM_BACKWARD_FLOPS + 3))
+@register_rule("aten.cudnn_batch_norm_backward", "aten.miopen_batch_norm_backward")
+def batch_norm_backward_backend(ev: OpEvent) -> Cost:
+    # (input, grad_output, weight, ...): training-mode kernels, all three gradients
+    return _norm_backward(arguments(ev)["grad_output"], None, NORM_BACKWARD_FLOPS)
 
 
 @register_rule("aten._fused_rms_norm")
 def rms_norm(ev: OpEvent) -> Cost:
     # (input, normalized_shape, weight, eps)
-    x = ev.args[0]
-    w = ev.args[2] if len(ev.args) > 2 else None
-    return Cost(flops=x.numel * (RMS_FLOPS + (1 if _is_tensor(w) else 0)))
+    a = arguments(ev)
+    return Cost(flops=a["input"].numel * (RMS_FLOPS + int(_t(a.get("weight")))))
 
 
 @register_rule("aten._fused_rms_norm_backward")
 def rms_norm_backward(ev: OpEvent) -> Cost:
-    return Cost(flops=ev.args[0].numel * (NORM_BACKWARD_FLOPS - 2 + 2))
+    # (grad_out, input, normalized_shape, rstd, weight, output_mask[input, weight])
+    a = arguments(ev)
+    mask = list(a.get("output_mask") or [True, True])
+    return _norm_backward(a["grad_out"], [mask[0], mask[1] and _t(a.get("weight")), False], RMS_BACKWARD_FLOPS)
 
 
 @register_rule("aten._softmax", "aten._log_softmax", "aten._safe_softmax", "aten.softmax", "aten.log_softmax")

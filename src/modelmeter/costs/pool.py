@@ -4,17 +4,22 @@
 * average pooling: one add per window element per output, and a divide: numel(out) x (prod(kernel) + 1).
 * adaptive pooling: the window of output i along a dim of size ``n -> m`` spans
   ``ceil((i+1)n/m) - floor(i n/m)`` inputs; the cost is the exact sum over windows (+1 divide for avg).
-* backward: max pooling scatters the gradient (no arithmetic, bytes only... but overlapping windows
-  add: one FLOP per grad-output element); average pooling spreads each grad-output element over its
-  window: numel(grad_out) x prod(kernel).
+* backward: max pooling routes each grad-output element to its argmax, where overlapping windows
+  add: one FLOP per grad-output element. Average pooling spreads each grad-output element over its
+  window: numel(grad_out) x prod(kernel); adaptive average pooling: the same window sum as its
+  forward, + 1 divide per grad-output element.
+* windows are counted whole, padding included (the dense work, as for convolutions).
 * interpolation: nearest 0; linear 3, bilinear 7, bicubic 31, trilinear 15 FLOPs per output element
-  (weights times neighbours, summed); backward the same per grad-output element.
+  (2, 4, 16, 8 neighbours times their weight, summed: n multiplies + n - 1 adds); backward the same
+  per grad-output element. ``grid_sample`` costs the same per output element as the matching
+  interpolation mode (bilinear 7, nearest 0, bicubic 31; trilinear 15 in 3-D), plus 2 per grid
+  coordinate of each output location to turn it into a source position (scale and shift).
 """
 
 from __future__ import annotations
 
-from ..capture.events import OpEvent
-from .registry import Cost, register_rule
+from ..capture.events import OpEvent, TensorMeta
+from .registry import Cost, arguments, register_rule
 
 
 def _prod(xs) -> int:  # noqa: ANN001
@@ -24,9 +29,8 @@ def _prod(xs) -> int:  # noqa: ANN001
     return n
 
 
-def _kernel(ev: OpEvent, rank: int) -> list[int]:
-    k = ev.args[1]
-    k = [int(k)] * rank if isinstance(k, int) else [int(x) for x in k]
+def _kernel(k: object, rank: int) -> list[int]:
+    k = [int(k)] * rank if isinstance(k, int) else [int(x) for x in k]  # type: ignore[union-attr]
     return k * rank if len(k) == 1 else k
 
 
@@ -38,7 +42,7 @@ def _window_sum(n: int, m: int) -> int:
 def _make_pool(rank: int, kind: str):
     def rule(ev: OpEvent) -> Cost:
         out = ev.outputs[0]
-        per = _prod(_kernel(ev, rank))
+        per = _prod(_kernel(arguments(ev)["kernel_size"], rank))
         return Cost(flops=out.numel * (per + (1 if kind == "avg" else 0)))
 
     rule.__name__ = f"{kind}_pool{rank}d"
@@ -48,7 +52,8 @@ def _make_pool(rank: int, kind: str):
 for _r in (1, 2, 3):
     register_rule(f"aten.max_pool{_r}d_with_indices", f"aten.max_pool{_r}d")(_make_pool(_r, "max"))
     register_rule(f"aten.avg_pool{_r}d")(_make_pool(_r, "avg"))
-register_rule("aten.mkldnn_max_pool2d", "aten.mkldnn_max_pool3d", "aten.quantized_max_pool2d")(_make_pool(2, "max"))
+register_rule("aten.mkldnn_max_pool2d", "aten.quantized_max_pool2d")(_make_pool(2, "max"))
+register_rule("aten.mkldnn_max_pool3d")(_make_pool(3, "max"))
 
 
 def _adaptive(kind: str):
@@ -71,26 +76,32 @@ register_rule("aten._adaptive_avg_pool2d", "aten._adaptive_avg_pool3d", "aten.ad
 register_rule("aten.adaptive_max_pool2d", "aten.adaptive_max_pool3d", "aten.adaptive_max_pool1d")(_adaptive("max"))
 
 
-@register_rule("aten.max_pool2d_with_indices_backward", "aten.max_pool3d_with_indices_backward")
+@register_rule("aten.max_pool2d_with_indices_backward", "aten.max_pool3d_with_indices_backward",
+               "aten.adaptive_max_pool2d_backward", "aten.adaptive_max_pool3d_backward",
+               "aten.mkldnn_max_pool2d_backward", "aten.mkldnn_max_pool3d_backward")
 def max_pool_backward(ev: OpEvent) -> Cost:
-    return Cost(flops=ev.args[0].numel)
+    # (grad_output, ...): one add per grad-output element at its argmax
+    return Cost(flops=ev.inputs[0].numel)
 
 
 @register_rule("aten.avg_pool2d_backward", "aten.avg_pool3d_backward")
 def avg_pool_backward(ev: OpEvent) -> Cost:
-    g = ev.args[0]
-    k = ev.args[2]
-    k = [int(k)] if isinstance(k, int) else list(k)
+    # (grad_output, self, kernel_size, ...)
+    a = arguments(ev)
     rank = 2 if "2d" in ev.op else 3
-    per = _prod(k * rank if len(k) == 1 else k)
-    return Cost(flops=g.numel * per)
+    return Cost(flops=a["grad_output"].numel * _prod(_kernel(a["kernel_size"], rank)))
 
 
-@register_rule("aten._adaptive_avg_pool2d_backward", "aten._adaptive_avg_pool3d_backward",
-               "aten.adaptive_max_pool2d_backward", "aten.adaptive_max_pool3d_backward")
-def adaptive_pool_backward(ev: OpEvent) -> Cost:
-    # each input position receives the gradient of every window covering it: ~ numel(input) adds
-    return Cost(flops=ev.outputs[0].numel)
+@register_rule("aten._adaptive_avg_pool2d_backward", "aten._adaptive_avg_pool3d_backward")
+def adaptive_avg_pool_backward(ev: OpEvent) -> Cost:
+    # (grad_output, self): each grad-output element divided once and added over its window
+    a = arguments(ev)
+    g, x = a["grad_output"], a["self"]
+    rank = 2 if "2d" in ev.op else 3
+    windows = _prod(x.shape[:-rank])
+    for n, m in zip(x.shape[-rank:], g.shape[-rank:]):
+        windows *= _window_sum(n, m)
+    return Cost(flops=windows + g.numel)
 
 
 INTERP_FLOPS = {"nearest": 0, "linear": 3, "bilinear": 7, "bicubic": 31, "trilinear": 15}
@@ -115,3 +126,28 @@ for _mode, _ops in {
 }.items():
     register_rule(*[f"aten.{o}" for o in _ops])(_interp(_mode))
     register_rule(*[f"aten.{o}_backward" for o in _ops])(_interp(_mode, backward=True))
+
+
+_GRID_MODES = {0: "bilinear", 1: "nearest", 2: "bicubic"}
+
+
+def _grid_cost(n_out: int, grid: TensorMeta, mode: int) -> int:
+    dims = grid.shape[-1]  # 2 for grid_sampler_2d, 3 for 3d
+    name = _GRID_MODES.get(mode, "bilinear")
+    if dims == 3 and name == "bilinear":
+        name = "trilinear"
+    return n_out * INTERP_FLOPS[name] + grid.numel // dims * 2 * dims
+
+
+@register_rule("aten.grid_sampler_2d", "aten.grid_sampler_3d", "aten.cudnn_grid_sampler",
+               "aten._grid_sampler_2d_cpu_fallback")
+def grid_sampler(ev: OpEvent) -> Cost:
+    # (input (N, C, *in), grid (N, *out, dims), interpolation_mode, padding_mode, align_corners)
+    a = arguments(ev)
+    return Cost(flops=_grid_cost(ev.outputs[0].numel, a["grid"], int(a.get("interpolation_mode") or 0)))
+
+
+@register_rule("aten.grid_sampler_2d_backward", "aten.grid_sampler_3d_backward", "aten.cudnn_grid_sampler_backward")
+def grid_sampler_backward(ev: OpEvent) -> Cost:
+    a = arguments(ev)
+    return Cost(flops=_grid_cost(a["grad_output"].numel, a["grid"], int(a.get("interpolation_mode") or 0)))

@@ -1,9 +1,15 @@
 """Reductions and losses: one FLOP per input element per accumulation step.
 
-sum/mean/prod/amax/amin/max/min/argmax/norm-like: numel(input) (mean adds one divide per output);
-var/std: 3 per element (subtract, square, add); cumsum/cumprod: 1 per element; losses are counted
-by the ops they decompose into, except the fused ones listed here (nll_loss: 1 per selected
-element; mse_loss: 3 per element; cross-entropy decomposes into log_softmax + nll_loss).
+* sum/prod/amax/amin/max/min/argmax/argmin/any/all/cumsum/cumprod/histc/bincount: numel(input);
+  mean adds one divide per output element; logsumexp 3 per element (subtract the max, exp, add);
+* var/std (and var_mean/std_mean): 4 per element (sum for the mean, subtract, square, accumulate);
+* vector norms: 2 per element (|x|^p, accumulate);
+* losses are counted by the ops they decompose into (cross-entropy is log_softmax + nll_loss,
+  l1_loss is sub, abs, mean), except the fused ones here, per element of the input:
+  nll_loss 1 per target (select and accumulate), mse_loss 3 (sub, square, accumulate) and its
+  backward 3, binary_cross_entropy 8 (two logs, ``t log x + (1 - t) log(1 - x)`` 5, negate,
+  accumulate) and its backward 5 (``g (x - t) / (x (1 - x))``), smooth_l1/huber 5 (sub, abs,
+  compare, square or shift, accumulate) and their backward 4.
 """
 
 from __future__ import annotations
@@ -14,10 +20,11 @@ from .registry import Cost, register_rule
 
 @register_rule("aten.sum", "aten.prod", "aten.amax", "aten.amin", "aten.max", "aten.min", "aten.argmax",
                "aten.argmin", "aten.any", "aten.all", "aten.cumsum", "aten.cumprod", "aten.logsumexp",
-               "aten.nansum", "aten.aminmax", "aten.count_nonzero")
+               "aten.nansum", "aten.aminmax", "aten.count_nonzero", "aten.histc", "aten.bincount",
+               "aten.cummax", "aten.cummin", "aten.logcumsumexp")
 def reduce(ev: OpEvent) -> Cost:
     x = ev.inputs[0]
-    extra = 2 * x.numel if ev.packet == "aten.logsumexp" else 0  # exp and subtract of the max
+    extra = 2 * x.numel if ev.packet in ("aten.logsumexp", "aten.logcumsumexp") else 0  # subtract the max, exp
     return Cost(flops=x.numel + extra)
 
 
@@ -29,10 +36,10 @@ def mean(ev: OpEvent) -> Cost:
 
 @register_rule("aten.var", "aten.std", "aten.var_mean", "aten.std_mean")
 def var(ev: OpEvent) -> Cost:
-    return Cost(flops=3 * ev.inputs[0].numel)
+    return Cost(flops=4 * ev.inputs[0].numel)
 
 
-@register_rule("aten.linalg_vector_norm", "aten.norm", "aten.frobenius_norm")
+@register_rule("aten.linalg_vector_norm", "aten.norm", "aten.frobenius_norm", "aten.native_norm")
 def vector_norm(ev: OpEvent) -> Cost:
     return Cost(flops=2 * ev.inputs[0].numel)  # |x|^p and accumulate
 
@@ -55,3 +62,23 @@ def mse_loss(ev: OpEvent) -> Cost:
 @register_rule("aten.mse_loss_backward")
 def mse_loss_backward(ev: OpEvent) -> Cost:
     return Cost(flops=3 * ev.inputs[1].numel)
+
+
+@register_rule("aten.binary_cross_entropy")
+def bce(ev: OpEvent) -> Cost:
+    return Cost(flops=8 * ev.inputs[0].numel)
+
+
+@register_rule("aten.binary_cross_entropy_backward")
+def bce_backward(ev: OpEvent) -> Cost:
+    return Cost(flops=5 * ev.inputs[1].numel)  # (grad_output, self, target, ...)
+
+
+@register_rule("aten.smooth_l1_loss", "aten.huber_loss")
+def smooth_l1(ev: OpEvent) -> Cost:
+    return Cost(flops=5 * ev.inputs[0].numel)
+
+
+@register_rule("aten.smooth_l1_loss_backward", "aten.huber_loss_backward")
+def smooth_l1_backward(ev: OpEvent) -> Cost:
+    return Cost(flops=4 * ev.inputs[1].numel)  # (grad_output, self, target, ...)

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, fields
+from typing import Any
 
-from ..capture.events import OpEvent
+from ..capture.events import OpEvent, TensorMeta
 from ..errors import RuleError
 
 Rule = Callable[[OpEvent], "Cost"]
@@ -117,6 +118,20 @@ def is_no_arithmetic(op: str) -> bool:
     return len(parts) > 2 and ".".join(parts[:2]) in _NO_ARITHMETIC
 
 
+_PACKETS: set[str] = set()
+
+
+def op_exists(name: str) -> bool:
+    """Whether ``aten.NAME`` (a packet) is an op of this torch build; for registering variants."""
+    if not _PACKETS:
+        import torch
+
+        for full in torch._C._dispatch_get_all_op_names():
+            ns, _, rest = full.partition("::")
+            _PACKETS.add(f"{ns}.{rest.split('.')[0]}")
+    return name in _PACKETS
+
+
 def registered_ops() -> list[str]:
     return sorted(_RULES)
 
@@ -125,14 +140,98 @@ def default_bytes(ev: OpEvent) -> tuple[int, int]:
     """Bytes read and written by an op: every input tensor read once, every output written once.
 
     View ops (outputs alias inputs, nothing written) move nothing. An in-place op reads its inputs
-    and writes its output. ``copy_(dst, src)`` reads ``src`` only.
+    and writes its output; one that returns nothing (``_foreach_add_``, ``_fused_adamw_``) writes
+    the arguments its schema marks as mutated. Rules refine this where an op touches less than
+    whole tensors (``copy_`` reads only its source, ``embedding`` only the rows it gathers).
     """
     if ev.is_view:
         return 0, 0
-    inputs = ev.inputs
-    if ev.op.startswith("aten.copy_"):
-        inputs = inputs[1:2]
-    return sum(t.nbytes for t in inputs), sum(t.nbytes for t in ev.outputs)
+    read = sum(t.nbytes for t in ev.inputs)
+    if ev.outputs:
+        return read, sum(t.nbytes for t in ev.outputs)
+    return read, sum(t.nbytes for t in mutated_args(ev))
+
+
+_SIGNATURES: dict[str, tuple[tuple[str, bool, object, bool], ...] | None] = {}
+_NO_DEFAULT = object()
+
+
+def _signature(ev: OpEvent) -> tuple[tuple[str, bool, object, bool], ...] | None:
+    """(name, kwarg_only, default, is_written) of every argument of the op's schema, cached per op."""
+    sig = _SIGNATURES.get(ev.op, _NO_DEFAULT)
+    if sig is not _NO_DEFAULT:
+        return sig  # type: ignore[return-value]
+    schema = getattr(ev.overload, "_schema", None)
+    if schema is None:
+        parts = ev.op.split(".")
+        if len(parts) >= 2:
+            import torch
+
+            try:
+                packet = getattr(getattr(torch.ops, parts[0]), parts[1])
+                schema = getattr(packet, parts[2] if len(parts) > 2 else "default")._schema
+            except (AttributeError, RuntimeError):
+                schema = None
+    sig = None
+    if schema is not None:
+        sig = tuple(
+            (
+                a.name,
+                bool(a.kwarg_only),
+                a.default_value if a.has_default_value() else _NO_DEFAULT,
+                a.alias_info is not None and a.alias_info.is_write,
+            )
+            for a in schema.arguments
+        )
+    _SIGNATURES[ev.op] = sig
+    return sig
+
+
+def mutated_args(ev: OpEvent) -> list[TensorMeta]:
+    """The tensors (flattened from lists) of the arguments the op's schema marks as written, ``out=``
+    excluded (an out tensor is the op's output)."""
+    sig = _signature(ev)
+    if sig is None:
+        return []
+    found: list[TensorMeta] = []
+    npos = len(ev.args)
+    for i, (name, kwarg_only, _default, written) in enumerate(sig):
+        if not written or name == "out":
+            continue
+        value = ev.args[i] if not kwarg_only and i < npos else ev.kwargs.get(name)
+        _flatten(value, found)
+    return found
+
+
+def _flatten(x: Any, out: list[TensorMeta]) -> None:
+    if isinstance(x, TensorMeta):
+        out.append(x)
+    elif isinstance(x, (list, tuple)):
+        for y in x:
+            _flatten(y, out)
+
+
+def arguments(ev: OpEvent) -> dict[str, Any]:
+    """The op's arguments by their schema names, with schema defaults filled in.
+
+    The dispatcher leaves trailing defaulted arguments out of ``args`` (``max_pool2d(x, 2)`` arrives
+    with two), so rules read arguments by name instead of by position. Events without an aten
+    schema (``modelmeter.sdpa``) already carry named ``kwargs``. A missing argument without a
+    default reads as ``None``.
+    """
+    sig = _signature(ev)
+    if sig is None:
+        return dict(ev.kwargs)
+    out: dict[str, Any] = {}
+    npos = len(ev.args)
+    for i, (name, kwarg_only, default, _written) in enumerate(sig):
+        if not kwarg_only and i < npos:
+            out[name] = ev.args[i]
+        elif name in ev.kwargs:
+            out[name] = ev.kwargs[name]
+        else:
+            out[name] = None if default is _NO_DEFAULT else default
+    return out
 
 
 def cost_of(ev: OpEvent) -> tuple[Cost, bool]:
