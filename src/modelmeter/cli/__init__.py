@@ -40,8 +40,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def make_console(**kwargs):  # noqa: ANN201
+    """A rich console that respects NO_COLOR; when output is not a terminal (a pipe, a file, CI) and
+    COLUMNS is not set, tables get 140 columns instead of rich's 80 so that they do not wrap."""
     from rich.console import Console
 
+    stream = sys.stderr if kwargs.get("stderr") else sys.stdout
+    if "width" not in kwargs and not os.environ.get("COLUMNS") and not stream.isatty():
+        kwargs["width"] = 140
     return Console(no_color=bool(os.environ.get("NO_COLOR")) or None, **kwargs)
 
 

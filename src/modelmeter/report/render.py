@@ -15,6 +15,11 @@ from ..units import human_bytes, human_count
 from .model import Report
 
 
+def short_op(op: str) -> str:
+    """'aten.convolution.default' -> 'aten.convolution' (other overloads keep their name)."""
+    return op[: -len(".default")] if op.endswith(".default") else op
+
+
 def summary_table(r: Report) -> Table:
     t = r.totals
     p = r.provenance
@@ -49,14 +54,13 @@ def summary_table(r: Report) -> Table:
 
 def sizes_table(r: Report) -> Table:
     s = r.totals.param_sizes
-    tab = Table(title="parameter size per precision", box=box.SIMPLE_HEAD, title_justify="left")
+    tab = Table(title=f"parameter size per precision (int8/int4 with one fp16 scale per {s.group_size} weights)",
+                box=box.SIMPLE_HEAD, title_justify="left")
     tab.add_column("precision")
     tab.add_column("size", justify="right")
     tab.add_column("bytes", justify="right", style="dim")
     for name, b in s.as_rows():
         tab.add_row(name, human_bytes(b), f"{b:,}")
-    tab.caption = f"int8/int4: one fp16 scale per group of {s.group_size} weights"
-    tab.caption_justify = "left"
     return tab
 
 
@@ -65,7 +69,7 @@ def module_table(r: Report, depth: int = 2, min_share: float = 0.0) -> Table:
     tab = Table(title=f"modules (depth {depth})", box=box.SIMPLE_HEAD, title_justify="left")
     for col, j in [("module", "left"), ("type", "left"), ("params", "right"), ("MACs", "right"),
                    ("FLOPs", "right"), ("% FLOPs", "right"), ("bytes moved", "right"), ("calls", "right")]:
-        tab.add_column(col, justify=j)  # type: ignore[arg-type]
+        tab.add_column(col, justify=j, no_wrap=True)  # type: ignore[arg-type]
     for m in r.modules:
         if m.depth > depth:
             continue
@@ -85,9 +89,9 @@ def ops_table(r: Report, top: int = 10) -> Table:
     tab = Table(title=f"top {top} ops by FLOPs", box=box.SIMPLE_HEAD, title_justify="left")
     for col, j in [("op", "left"), ("phase", "left"), ("calls", "right"), ("MACs", "right"), ("FLOPs", "right"),
                    ("% FLOPs", "right"), ("bytes moved", "right")]:
-        tab.add_column(col, justify=j)  # type: ignore[arg-type]
+        tab.add_column(col, justify=j, no_wrap=True)  # type: ignore[arg-type]
     for o in r.ops[:top]:
-        tab.add_row(o.op, o.phase, str(o.calls), human_count(o.macs), human_count(o.flops),
+        tab.add_row(short_op(o.op), o.phase, str(o.calls), human_count(o.macs), human_count(o.flops),
                     f"{100 * o.flops / total:.1f}", human_bytes(o.bytes_read + o.bytes_written))
     return tab
 
@@ -103,7 +107,7 @@ def uncounted_table(r: Report) -> Table | Text:
     tab.add_column("modules")
     for u in r.uncounted_ops:
         mods = ", ".join(m or "(root)" for m in u.modules[:4]) + (f" (+{len(u.modules) - 4})" if len(u.modules) > 4 else "")
-        tab.add_row(u.op, str(u.calls), human_bytes(u.bytes_moved), mods)
+        tab.add_row(short_op(u.op), str(u.calls), human_bytes(u.bytes_moved), mods)
     return tab
 
 
