@@ -48,17 +48,24 @@ class Catalog:
 
 
 class PackageCatalog(Catalog):
-    """Adapter over :mod:`modelmeter.hardware` (the package's data files and calibrated entries)."""
+    """Adapter over :mod:`modelmeter.hardware` (the package's data files, user files, calibrated entries).
+
+    The catalog files are read once, when the adapter is built. ``get`` accepts every name
+    ``modelmeter.hardware.resolve_devices`` does, ``local`` included.
+    """
 
     def __init__(self, hw: Any) -> None:
         super().__init__()
         self.hw = hw
+        self.cat = hw.load_catalog()
 
     def get(self, name: str) -> Any:
-        return self.hw.get_device(name)
+        if hasattr(self.hw, "resolve_devices"):
+            return self.hw.resolve_devices(name, self.cat)[0]
+        return self.cat.get(name)
 
     def local(self, device: str) -> tuple[Any, str]:
-        entry = self.hw.local_device(device)
+        entry = self.hw.local_device(device, self.cat)
         if entry is None:
             return None, "catalog"
         kind = "calibrated" if getattr(entry, "calibrated", False) else "catalog"
@@ -71,7 +78,7 @@ def default_catalog() -> Catalog | None:
         from .. import hardware as hw
     except ImportError:  # pragma: no cover - the subpackage always exists in a full build
         return None
-    if not (hasattr(hw, "get_device") and hasattr(hw, "local_device")):
+    if not (hasattr(hw, "load_catalog") and hasattr(hw, "local_device")):
         return None
     return PackageCatalog(hw)
 
