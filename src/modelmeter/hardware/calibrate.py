@@ -131,8 +131,8 @@ def measure_matmul(device: str, dtype: str, budget_s: float, *, max_n: int | Non
         rates[n] = rate
         if rate > best[0]:
             best = (rate, n, sec)
-        # stop when the next size (8x the work) would not fit the remaining budget
-        if time.perf_counter() + 8 * max(sec, first) * 3 > deadline:
+        # stop when the next size (8x the work, a few calls) would not fit the remaining budget
+        if time.perf_counter() + 8 * sec * 3 + first > deadline:
             break
         n *= 2
     return MatmulResult(key, best[1], best[0], best[2], sorted(rates), rates)

@@ -265,6 +265,17 @@ class DeviceSpec:
         )
 
 
+def format_memory(nbytes: float | None) -> str:
+    """Capacity as published: '80 GB' for decimal sizes, '192 GiB' for binary ones."""
+    if not nbytes:
+        return "-"
+    if nbytes % (1 << 30) == 0:
+        return f"{nbytes / (1 << 30):g} GiB"
+    if nbytes >= 1e9:
+        return f"{nbytes / 1e9:.3g} GB"
+    return f"{nbytes / 1e6:.3g} MB"
+
+
 def _positive(v: Any, what: str) -> float:
     try:
         x = float(v)
@@ -305,4 +316,5 @@ def spec_names(specs: Iterable[DeviceSpec]) -> list[str]:
     return [s.name for s in specs]
 
 
-__all__ = ["CONFIDENCE", "DTYPES", "ITEMSIZE", "KINDS", "SCHEMA", "DeviceSpec", "Source", "dtype_key", "merge_entry"]
+__all__ = ["CONFIDENCE", "DTYPES", "ITEMSIZE", "KINDS", "SCHEMA", "DeviceSpec", "Source", "dtype_key", "format_memory",
+           "merge_entry"]

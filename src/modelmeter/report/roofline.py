@@ -334,6 +334,7 @@ def devices_table(rr: RooflineReport) -> Any:
     from rich import box
     from rich.table import Table
 
+    from ..hardware.spec import format_memory
     from ..units import human_bytes
 
     tab = Table(title=f"roofline of {rr.model} at {rr.dtype}", box=box.SIMPLE_HEAD, title_justify="left")
@@ -343,7 +344,7 @@ def devices_table(rr: RooflineReport) -> Any:
         tab.add_column(c, justify="left" if c == "device" else "right")
     for d in rr.devices:
         dev = d.device
-        has = human_bytes(dev.memory_bytes) if dev.memory_bytes else "?"
+        has = format_memory(dev.memory_bytes) if dev.memory_bytes else "?"
         fits = {True: "[green]yes[/]", False: "[red]no[/]", None: "?"}[d.fits]
         name = dev.name + (" (calibrated)" if dev.calibrated else "") + (" sparse" if dev.sparse else "")
         tab.add_row(
@@ -658,7 +659,7 @@ def plot_breakdown(rr: RooflineReport, path: str | Path, *, depth: int | None = 
     rows = frontier(devs[0], max_rows=max_rows, depth=depth)
     n = len(rows)
     fig = _figure(figsize=(4.2 + 3.6 * len(devs), 1.2 + 0.26 * max(n, 4)))
-    axes = fig.subplots(1, len(devs), sharey=True, squeeze=False)
+    axes = fig.subplots(1, len(devs), sharey=True, sharex=True, squeeze=False)
     labels = [_short(lbl) for lbl, _, _ in rows]
     ys = list(range(n))
     for ax, d in zip(axes[0], devs):
