@@ -529,6 +529,15 @@ def test_hf_folder_spec(tmp_path: Path) -> None:
         assert type(loaded.model).__name__ == "LlamaForCausalLM"
 
 
+def test_hf_relative_folder_and_preset_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _write_config(tmp_path, "mymodel", _tiny_configs()["gpt2"])
+    (tmp_path / "gpt2").mkdir()  # a folder that happens to share a preset's name
+    monkeypatch.chdir(tmp_path)
+    assert parse_spec("hf:mymodel").source == "config"
+    assert type(load("hf:mymodel", seq=8).model).__name__ == "GPT2LMHeadModel"
+    assert parse_spec("hf:gpt2").source == "preset"
+
+
 def test_preset_names_case_insensitive() -> None:
     assert load("hf:GPT2", seq=8).name == "gpt2"
     assert set(preset_names(include_test=False)) >= {

@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from ..errors import InputError, SpecError
+from ..errors import InputError, ModelmeterError, SpecError
 from .shapes import InputSpec, parse_dtype_name, parse_shape, parse_shapes
 
 KINDS = ("vision", "language", "custom")
@@ -81,7 +81,9 @@ def parse_spec(spec: str) -> ParsedSpec:
         value = rest.strip()
         if not value:
             raise SpecError(f"model spec {text!r} names nothing: write hf:PRESET (e.g. hf:gpt2) or hf:path/to/config.json")
-        if _looks_like_path(value) or Path(value).expanduser().exists():
+        if _looks_like_path(value):
+            return ParsedSpec("config", value)
+        if not _is_preset(value) and Path(value).expanduser().exists():  # a local folder holding config.json
             return ParsedSpec("config", value)
         return ParsedSpec("preset", value)
     # path/to/file.py:function (rsplit keeps drive letters like C:\ in the path)
@@ -101,21 +103,23 @@ def _bare_hint(text: str) -> str:
     forms = "use torchvision:NAME, hf:PRESET, path/to/config.json or path/to/file.py:function"
     if ":" in text:
         return forms
-    from .hf import presets
-
-    low = text.lower()
-    if low in presets() or any(low in p.aliases for p in presets().values()):
-        return f"did you mean hf:{low}? ({forms})"
+    if _is_preset(text):
+        return f"did you mean hf:{text.lower()}? ({forms})"
     try:
         from .vision import list_names
 
         if text in list_names():
             return f"did you mean torchvision:{text}? ({forms})"
-    except ImportError:  # pragma: no cover - torchvision missing
-        pass
-    except Exception:  # noqa: BLE001 - OptionalDependencyError: no torchvision, no hint
+    except ModelmeterError:  # torchvision not installed: no hint from it
         pass
     return forms
+
+
+def _is_preset(name: str) -> bool:
+    from .hf import presets
+
+    low = name.strip().lower()
+    return low in presets() or any(low in p.aliases for p in presets().values())
 
 
 def preset_names(*, include_test: bool = True) -> list[str]:
