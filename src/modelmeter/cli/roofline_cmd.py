@@ -184,7 +184,13 @@ def _forward(args: Any, devices: list[Any], run_dtype: str | None, peak_key: str
 
 
 def _decode(args: Any, devices: list[Any], run_dtype: str | None, peak_key: str | None, kw: dict[str, Any]) -> Any:
-    from ..analysis.roofline import KVCacheShape, kv_cache_shape, lm_estimate, profile_lm, sweep_from_rooflines
+    from ..analysis.roofline import (
+        KVCacheShape,
+        kv_cache_shape,
+        lm_estimate,
+        profile_lm,
+        sweep_from_rooflines,
+    )
     from ..errors import InputError
     from ..report.roofline import RooflineReport
 
