@@ -17,7 +17,8 @@ CUDA autocast policy at the Python call level (the device a meta analysis usuall
 
 Limits of the emulation, stated in the report notes: casts inside C++ composites that never reach
 Python (e.g. the ``bmm`` inside ``torch.einsum``) are not applied, "promote to widest" ops rely on
-eager type promotion, and recomputation under ``torch.utils.checkpoint`` is not re-cast.
+eager type promotion, and a checkpointed recomputation is re-cast only inside submodule calls (the
+unit checkpointing wraps in practice).
 """
 
 from __future__ import annotations
@@ -144,14 +145,20 @@ def autocast_forward(model: torch.nn.Module, dtype: torch.dtype | None, device: 
     """Run ``model``'s forward under autocast at ``dtype`` (nothing when ``dtype`` is None).
 
     Hooks on the root module enter autocast when its forward starts and leave it when it returns (or
-    raises); they are removed in ``finally``.
+    raises); they are removed in ``finally``. With the emulation (meta), a submodule whose forward runs
+    inside backward (a ``torch.utils.checkpoint`` recomputation) runs under the emulation too, as
+    checkpointing re-enters the real autocast for its recomputation.
     """
     if dtype is None:
         yield
         return
+    from torch.nn.modules import module as module_mod
+
     dev = torch.device(device).type
     active: list[Any] = []
     params_require_grad = any(p.requires_grad for p in model.parameters())
+    members = {id(m) for m in model.modules()}
+    recompute: list[Any] = []  # (module id, emulation) while a recomputation runs
 
     def enter(_mod: Any, _args: Any) -> None:
         ctx: Any
@@ -169,15 +176,32 @@ def autocast_forward(model: torch.nn.Module, dtype: torch.dtype | None, device: 
             if isinstance(ctx, AutocastEmulation):
                 ctx.clear()
 
-    h1 = model.register_forward_pre_hook(enter)
-    h2 = model.register_forward_hook(leave, always_call=True)
+    def enter_recompute(mod: Any, _args: Any) -> None:
+        if recompute or id(mod) not in members or torch._C._current_autograd_node() is None:
+            return
+        ctx = AutocastEmulation(dtype, params_require_grad=params_require_grad)
+        ctx.__enter__()
+        recompute.append((id(mod), ctx))
+
+    def leave_recompute(mod: Any, _args: Any, _out: Any) -> None:
+        if recompute and recompute[-1][0] == id(mod):
+            _, ctx = recompute.pop()
+            ctx.__exit__(None, None, None)
+            ctx.clear()
+
+    handles = [model.register_forward_pre_hook(enter), model.register_forward_hook(leave, always_call=True)]
+    if dev not in ("cpu", "cuda"):
+        handles.append(module_mod.register_module_forward_pre_hook(enter_recompute))
+        handles.append(module_mod.register_module_forward_hook(leave_recompute, always_call=True))
     try:
         yield
     finally:
-        h1.remove()
-        h2.remove()
+        for h in handles:
+            h.remove()
         while active:
             active.pop().__exit__(None, None, None)
+        while recompute:
+            recompute.pop()[1].__exit__(None, None, None)
 
 
 __all__ = ["FP32", "FP32_DTYPE", "LOWER", "AutocastEmulation", "autocast_forward"]

@@ -241,7 +241,7 @@ def summary_table(r: MemoryReport) -> Any:
     for cat in CATEGORIES:
         b = r.peak.by_category_bytes.get(cat, 0)
         if b or cat in ("parameters", "activations"):
-            tab.add_row(f"  at peak: {cat.replace('_', ' ')}", human_bytes(b), f"{b:,}", CATEGORY_NOTES[cat])
+            tab.add_row(f"  at peak: {cat.replace('_', ' ')}", human_bytes(b), f"{b:,}", "")
     tab.add_section()
     tab.add_row("parameters", human_bytes(r.params_bytes), f"{r.params_bytes:,}", r.dtype)
     if r.train:

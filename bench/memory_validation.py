@@ -1,0 +1,266 @@
+"""Validate the memory estimate against PyTorch's own allocator accounting on CPU (and CUDA).
+
+For each model and mode (inference; training step = forward, loss, backward, AdamW step):
+
+* estimate: ``modelmeter.analysis.memory.memory_profile`` on meta tensors (no weights), the default;
+* measured: a plain PyTorch run of the same step on CPU with real weights, no modelmeter code in the
+  loop, under ``torch.profiler.profile(profile_memory=True)``. Every allocation event of the CPU
+  allocator carries ``total_allocated`` (the allocator's running total of bytes it handed out since
+  profiling began); the measured peak is the memory alive before the step (parameters, buffers,
+  inputs: their storages' bytes) plus ``max(total_allocated)`` over the step minus its value at the
+  start. On CUDA (``--cuda``): ``torch.cuda.max_memory_allocated()`` after ``reset_peak_memory_stats``.
+
+Each measurement runs in a fresh subprocess (the profiler's allocator counter is process-wide).
+
+    python bench/memory_validation.py                 # all models, both modes, CPU; prints Markdown
+    python bench/memory_validation.py --json out.json # also write the raw numbers
+    python bench/memory_validation.py --cuda          # compare with torch.cuda.max_memory_allocated
+    python bench/memory_validation.py --llama         # Llama-3-8B AdamW training step at seq 2048 on meta
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from typing import Any
+
+# name -> (spec, load kwargs, measured batch description)
+MODELS: dict[str, tuple[str, dict[str, Any]]] = {
+    "resnet18": ("torchvision:resnet18", {"batch": 8}),
+    "resnet50": ("torchvision:resnet50", {"batch": 8}),
+    "mobilenet_v2": ("torchvision:mobilenet_v2", {"batch": 8}),
+    "vit_b_16": ("torchvision:vit_b_16", {"batch": 4}),
+    "gpt2": ("hf:gpt2", {"batch": 2, "seq": 512}),
+    "bert-base": ("hf:bert-base", {"batch": 4, "seq": 256}),
+}
+
+
+def first_float(out: Any) -> Any:
+    """The loss modelmeter takes by default: the sum of the first floating-point output."""
+    import torch
+    from torch.utils._pytree import tree_leaves
+
+    if hasattr(out, "to_tuple"):
+        out = out.to_tuple()
+    for t in tree_leaves(out):
+        if isinstance(t, torch.Tensor) and t.dtype.is_floating_point:
+            return t
+    raise RuntimeError("no floating output")
+
+
+def loss_of(out: Any) -> Any:
+    return first_float(out).sum()
+
+
+def storages_bytes(tensors: list[Any]) -> int:
+    seen: dict[int, int] = {}
+    for t in tensors:
+        st = t.untyped_storage()
+        seen[st.data_ptr()] = st.nbytes()
+    return sum(seen.values())
+
+
+def call(model: Any, inputs: Any) -> Any:
+    if isinstance(inputs, dict):
+        return model(**inputs)
+    if isinstance(inputs, (tuple, list)):
+        return model(*inputs)
+    return model(inputs)
+
+
+def run_step(model: Any, inputs: Any, train: bool, optimizer: str | None) -> Any:
+    import torch
+
+    model.train(train)
+    with torch.set_grad_enabled(train):
+        out = call(model, inputs)
+        if train:
+            loss = loss_of(out)
+            loss.backward()
+            if optimizer is not None:
+                from modelmeter.capture.run import make_optimizer  # the same settings as the capture
+
+                opt = make_optimizer(optimizer, [p for p in model.parameters() if p.requires_grad])
+                opt.step()
+    return out
+
+
+def measure_cpu(name: str, train: bool, optimizer: str | None) -> dict[str, Any]:
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    from modelmeter.models import load
+
+    spec, kw = MODELS[name]
+    torch.manual_seed(0)
+    loaded = load(spec, device="cpu", **kw)
+    model, inputs = loaded.model, loaded.inputs
+    flat = [t for t in _leaves(inputs)]
+    baseline = storages_bytes([*model.parameters(), *model.buffers(), *flat])
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        out = run_step(model, inputs, train, optimizer)
+    del out
+    allocs = []
+
+    def walk(nodes: Any) -> None:
+        for n in nodes:
+            if n.tag == torch._C._profiler._EventType.Allocation and str(n.extra_fields.device) == "cpu":
+                allocs.append(n)
+            walk(n.children)
+
+    walk(prof.profiler.kineto_results.experimental_event_tree())
+    allocs.sort(key=lambda n: n.start_time_ns)
+    start = allocs[0].extra_fields.total_allocated - allocs[0].extra_fields.alloc_size
+    top = max(n.extra_fields.total_allocated for n in allocs)
+    return {"baseline_bytes": baseline, "step_bytes": top - start, "peak_bytes": baseline + top - start,
+            "allocations": sum(1 for n in allocs if n.extra_fields.alloc_size > 0)}
+
+
+def measure_cuda(name: str, train: bool, optimizer: str | None) -> dict[str, Any]:
+    import torch
+
+    from modelmeter.models import load
+
+    spec, kw = MODELS[name]
+    torch.manual_seed(0)
+    loaded = load(spec, device="cpu", **kw)
+    model = loaded.model.cuda()
+    inputs = _map(loaded.inputs, lambda t: t.cuda())
+    torch.cuda.synchronize()
+    baseline = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    out = run_step(model, inputs, train, optimizer)
+    torch.cuda.synchronize()
+    peak = torch.cuda.max_memory_allocated()
+    del out
+    return {"baseline_bytes": baseline, "step_bytes": peak - baseline, "peak_bytes": peak}
+
+
+def estimate(name: str, train: bool, optimizer: str | None, device: str = "meta") -> dict[str, Any]:
+    from modelmeter.analysis.memory import memory_profile
+    from modelmeter.models import load
+
+    spec, kw = MODELS[name]
+    loaded = load(spec, device="meta", **kw)
+    t0 = time.perf_counter()
+    r = memory_profile(loaded.model, loaded.inputs, train=train, optimizer=optimizer, device=device,
+                       loss_fn=loss_of, name=name)
+    dt = time.perf_counter() - t0
+    static = r.params_bytes + r.buffers_bytes + r.inputs_bytes
+    return {"peak_bytes": r.peak_bytes, "step_bytes": r.peak_bytes - static, "baseline_bytes": static,
+            "peak_op": r.peak.op, "peak_module": r.peak.module, "peak_phase": r.peak.phase, "ops": r.ops,
+            "seconds": dt}
+
+
+def _leaves(x: Any) -> list[Any]:
+    import torch
+    from torch.utils._pytree import tree_leaves
+
+    return [t for t in tree_leaves(x) if isinstance(t, torch.Tensor)]
+
+
+def _map(x: Any, fn: Any) -> Any:
+    import torch
+    from torch.utils._pytree import tree_map
+
+    return tree_map(lambda t: fn(t) if isinstance(t, torch.Tensor) else t, x)
+
+
+def llama() -> dict[str, Any]:
+    """Llama-3-8B (config built here), AdamW training step at batch 1, seq 2048, bf16, on meta."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from modelmeter.analysis.memory import memory_profile
+
+    cfg = LlamaConfig(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
+                      num_key_value_heads=8, vocab_size=128256, max_position_embeddings=8192, rope_theta=500000)
+    t0 = time.perf_counter()
+    with torch.device("meta"):
+        model = LlamaForCausalLM(cfg)
+    ids = torch.zeros(1, 2048, dtype=torch.long)
+    r = memory_profile(model, {"input_ids": ids}, train=True, optimizer="adamw", dtype="bf16", fits="80GB")
+    dt = time.perf_counter() - t0
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
+    return {
+        "seconds": dt, "peak_rss_bytes": rss, "ops": r.ops, "params_bytes": r.params_bytes,
+        "gradients_bytes": r.gradients_bytes, "optimizer_state_bytes": r.optimizer_state_bytes,
+        "steady_optimizer_state_bytes": r.steady_optimizer_state_bytes,
+        "master_weights_bytes": r.master_weights_bytes, "activation_peak_bytes": r.activation_peak_bytes,
+        "peak_bytes": r.peak_bytes, "steady_peak_bytes": r.steady_peak_bytes,
+        "peak": f"{r.peak.op} in {r.peak.module or '(root)'} ({r.peak.phase})",
+        "kv_bytes_per_token": r.kv_cache.bytes_per_token if r.kv_cache else None,
+        "max_batch_80GB": r.fit.max_batch if r.fit else None,
+    }
+
+
+def one(args: argparse.Namespace) -> None:
+    train = args.mode == "train"
+    opt = "adamw" if train else None
+    if args.what == "measure":
+        res = measure_cuda(args.one, train, opt) if args.cuda else measure_cpu(args.one, train, opt)
+    else:
+        res = estimate(args.one, train, opt)
+    print(json.dumps(res))
+
+
+def sub(what: str, name: str, mode: str, cuda: bool) -> dict[str, Any]:
+    cmd = [sys.executable, __file__, "--one", name, "--mode", mode, "--what", what] + (["--cuda"] if cuda else [])
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    p = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+    lines = [ln for ln in p.stdout.splitlines() if ln.startswith("{")]
+    if p.returncode != 0 or not lines:
+        raise RuntimeError(f"{what} {name} {mode} failed:\n{p.stderr[-3000:]}")
+    return json.loads(lines[-1])
+
+
+def mib(b: float) -> str:
+    return f"{b / 2**20:,.1f}"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--one")
+    ap.add_argument("--mode", choices=["inference", "train"], default="inference")
+    ap.add_argument("--what", choices=["measure", "estimate"], default="measure")
+    ap.add_argument("--cuda", action="store_true")
+    ap.add_argument("--models", default=",".join(MODELS))
+    ap.add_argument("--json")
+    ap.add_argument("--llama", action="store_true")
+    args = ap.parse_args()
+    if args.one:
+        one(args)
+        return
+    if args.llama:
+        print(json.dumps(llama(), indent=2))
+        return
+    rows = []
+    print("| model | inputs | mode | estimated peak MiB | measured peak MiB | diff | estimated step MiB | "
+          "measured step MiB | diff |")
+    print("|---|---|---|---:|---:|---:|---:|---:|---:|")
+    for name in args.models.split(","):
+        for mode in ("inference", "train"):
+            est = sub("estimate", name, mode, False)
+            mea = sub("measure", name, mode, args.cuda)
+            d_peak = (est["peak_bytes"] - mea["peak_bytes"]) / mea["peak_bytes"]
+            d_step = (est["step_bytes"] - mea["step_bytes"]) / mea["step_bytes"]
+            kw = MODELS[name][1]
+            shape = f"batch {kw['batch']}" + (f", seq {kw['seq']}" if "seq" in kw else "")
+            label = "training step (AdamW)" if mode == "train" else "inference"
+            print(f"| {name} | {shape} | {label} | {mib(est['peak_bytes'])} | {mib(mea['peak_bytes'])} | "
+                  f"{100 * d_peak:+.1f}% | {mib(est['step_bytes'])} | {mib(mea['step_bytes'])} | {100 * d_step:+.1f}% |",
+                  flush=True)
+            rows.append({"model": name, "mode": mode, "inputs": shape, "estimate": est, "measured": mea,
+                         "peak_diff": d_peak, "step_diff": d_step})
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
