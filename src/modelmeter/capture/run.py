@@ -201,8 +201,11 @@ def run_capture(
             except Exception as exc:
                 where = st.failed_path if st.failed_path is not None else st.stack[-1]
                 label = f"module '{where}' ({st.types.get(where, type(model).__name__)})" if where else f"the model ({type(model).__name__})"
+                hint = ""
+                if dev.type == "meta" and ("meta" in str(exc).lower() or isinstance(exc, NotImplementedError)):
+                    hint = "; this model needs real tensor values here: run with --device cpu (device='cpu')"
                 raise ModelRunError(
-                    f"the {st.phase} pass failed in {label}: {type(exc).__name__}: {_one_line(exc)}", where
+                    f"the {st.phase} pass failed in {label}: {type(exc).__name__}: {_one_line(exc)}{hint}", where
                 ) from exc
     finally:
         for m, flag in saved_modes.items():
