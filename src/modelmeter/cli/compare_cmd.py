@@ -62,7 +62,7 @@ def run(args: Any, console: Any) -> int:
                 box=box.SIMPLE_HEAD, title_justify="left")
     for col in ["model", "params", "size", "MACs", "FLOPs", "bytes moved", "FLOP/B", "rel. params", "rel. MACs",
                 "rel. bytes", "uncounted"]:
-        tab.add_column(col, justify="left" if col == "model" else "right")
+        tab.add_column(col, justify="left" if col == "model" else "right", no_wrap=True)
     for r in rows:
         tab.add_row(r["model"], human_count(r["params"]), human_bytes(r["param_bytes"]), human_count(r["macs"]),
                     human_count(r["flops"]), human_bytes(r["bytes_moved"]), f"{r['arithmetic_intensity']:.1f}",
