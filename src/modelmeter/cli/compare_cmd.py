@@ -58,15 +58,18 @@ def run(args: Any, console: Any) -> int:
     def rel(x: float | None) -> str:
         return "—" if x is None else f"{x:.2f}x"
 
-    tab = Table(title=f"{'training step' if args.train else 'inference'}; relative to {rows[0]['model']}",
-                box=box.SIMPLE_HEAD, title_justify="left")
-    for col in ["model", "params", "size", "MACs", "FLOPs", "bytes moved", "FLOP/B", "rel. params", "rel. MACs",
-                "rel. bytes", "uncounted"]:
+    tab = Table(title=f"{'training step' if args.train else 'inference'}; x = relative to {rows[0]['model']}",
+                box=box.SIMPLE_HEAD, title_justify="left", pad_edge=False)
+    show_unc = any(r["uncounted_ops"] for r in rows)
+    cols = ["model", "params", "size", "MACs", "FLOPs", "bytes", "FLOP/B", "x params", "x MACs", "x bytes"]
+    for col in cols + (["uncounted"] if show_unc else []):
         tab.add_column(col, justify="left" if col == "model" else "right", no_wrap=True)
     for r in rows:
-        tab.add_row(r["model"], human_count(r["params"]), human_bytes(r["param_bytes"]), human_count(r["macs"]),
-                    human_count(r["flops"]), human_bytes(r["bytes_moved"]), f"{r['arithmetic_intensity']:.1f}",
-                    rel(r["relative_params"]), rel(r["relative_macs"]), rel(r["relative_bytes_moved"]),
-                    str(r["uncounted_ops"]))
+        cells = [r["model"], human_count(r["params"]), human_bytes(r["param_bytes"], 1), human_count(r["macs"]),
+                 human_count(r["flops"]), human_bytes(r["bytes_moved"], 1), f"{r['arithmetic_intensity']:.1f}",
+                 rel(r["relative_params"]), rel(r["relative_macs"]), rel(r["relative_bytes_moved"])]
+        if show_unc:
+            cells.append(str(r["uncounted_ops"]))
+        tab.add_row(*cells)
     console.print(tab)
     return 0
