@@ -184,6 +184,7 @@ def _forward(args: Any, devices: list[Any], run_dtype: str | None, peak_key: str
 
 
 def _decode(args: Any, devices: list[Any], run_dtype: str | None, peak_key: str | None, kw: dict[str, Any]) -> Any:
+    from ..analysis.memory import is_decoder_lm
     from ..analysis.roofline import (
         KVCacheShape,
         kv_cache_shape,
@@ -198,9 +199,10 @@ def _decode(args: Any, devices: list[Any], run_dtype: str | None, peak_key: str 
     per: list[tuple[int, list[Any]]] = []
     first_report = None
     for b in args.batch:
-        loaded = _load(args, b, args.context, run_dtype)
-        if loaded.kind != "language" or loaded.num_layers is None:
-            raise InputError(f"--decode needs a decoder language model; {args.spec} is a {loaded.kind} model")
+        loaded = _load(args, b, None, run_dtype)  # the model only: profile_lm builds the token inputs
+        if loaded.kind != "language" or loaded.num_layers is None or not is_decoder_lm(loaded.model):
+            raise InputError(f"--decode needs a decoder language model (one that generates with a KV cache); "
+                             f"{args.spec} is not one: drop --decode")
         model = loaded.model
         try:
             kv = kv_cache_shape(model.config)

@@ -335,7 +335,6 @@ def devices_table(rr: RooflineReport) -> Any:
     from rich.table import Table
 
     from ..hardware.spec import format_memory
-    from ..units import human_bytes
 
     tab = Table(title=f"roofline of {rr.model} at {rr.dtype}", box=box.SIMPLE_HEAD, title_justify="left")
     cols = ["device", "peak", "bandwidth", "ridge", "predicted", "fused bound", "compute / memory",
@@ -351,7 +350,7 @@ def devices_table(rr: RooflineReport) -> Any:
             name, _fmt_flops(dev.matrix_flop_per_s), _fmt_bw(dev.memory_bandwidth_bytes_per_s),
             f"{dev.ridge_flop_per_byte:.0f} FLOP/B", _fmt_s(d.predicted_s), _fmt_s(d.fused_lower_bound_s),
             f"{_fmt_s(d.compute_s)} / {_fmt_s(d.memory_s)}", f"{100 * d.compute_bound_fraction:.0f}%",
-            _fmt_rate(d.throughput_per_s, "samples"), f"{human_bytes(d.required_bytes)} / {has}", fits,
+            _fmt_rate(d.throughput_per_s, "tokens" if rr.lm else "samples"), f"{_same_units(d.required_bytes, dev.memory_bytes)} / {has}", fits,
         )
     s = rr.devices[0].settings if rr.devices else None
     if s is not None:
@@ -365,6 +364,15 @@ def devices_table(rr: RooflineReport) -> Any:
         tab.caption = "; ".join(parts)
         tab.caption_justify = "left"
     return tab
+
+
+def _same_units(nbytes: int, capacity: int | None) -> str:
+    """A size in the unit system of the device capacity it is compared with (GB or GiB)."""
+    from ..units import human_bytes
+
+    if capacity and capacity % (1 << 30) != 0:
+        return f"{nbytes / 1e9:.3g} GB" if nbytes >= 1e8 else f"{nbytes / 1e6:.3g} MB"
+    return human_bytes(nbytes)
 
 
 def frontier(d: DeviceRoofline, max_rows: int = 40, depth: int | None = None) -> list[tuple[str, ModuleTime, bool]]:
@@ -508,8 +516,8 @@ def lm_table(rr: RooflineReport) -> Any:
     for e in rr.lm:
         fits = {True: "[green]yes[/]", False: "[red]no[/]", None: "?"}[e.fits]
         tab.add_row(e.device, str(e.batch), str(e.context), _fmt_s(e.prefill_s), _fmt_s(e.decode_s),
-                    f"{e.decode_tokens_per_s:,.0f}", e.decode_bound, human_bytes(e.weights_bytes),
-                    human_bytes(e.kv_cache_bytes), fits)
+                    f"{e.decode_tokens_per_s:,.0f}", e.decode_bound, _same_units(e.weights_bytes, 1),
+                    _same_units(e.kv_cache_bytes, 1), fits)
     if rr.lm:
         e = rr.lm[0]
         tab.caption = (f"decode: step ops + KV cache read ({human_bytes(e.kv_bytes_per_token)}/token = layers x 2 x "
@@ -533,8 +541,11 @@ def roofline_renderable(rr: RooflineReport, *, depth: int | None = None, top: in
     if rr.lm:
         parts.append(lm_table(rr))
     notes = list(rr.notes)
+    per_device = [set(d.notes) for d in rr.devices]
+    common = set.intersection(*per_device) if per_device else set()
+    notes += [n for d in rr.devices for n in d.notes if n in common]
     for d in rr.devices:
-        notes += [f"{d.device.name}: {n}" for n in d.notes]
+        notes += [f"{d.device.name}: {n}" for n in d.notes if n not in common]
     for n in dict.fromkeys(notes):
         parts.append(Text(f"note: {n}", style="dim"))
     return Group(*parts)
@@ -600,13 +611,15 @@ def plot_roofline(rr: RooflineReport, path: str | Path, *, device: str | None = 
         label = f"{dev.display_name} {dev.dtype}: {_fmt_flops(peak)}, {_fmt_bw(bw)}"
         ax.plot(xs, [min(peak, x * bw) for x in xs], color=color, ls=ls, lw=2, label=label, zorder=2)
         if vec < peak * 0.999:
-            ax.plot(xs, [min(vec, x * bw) for x in xs], color=color, ls=":", lw=1, alpha=0.7, zorder=2)
-            ax.annotate("vector peak", (x_hi, vec), textcoords="offset points", xytext=(-4, 3), ha="right",
-                        fontsize=8, color=color, alpha=0.8)
+            xv = [x for x in xs if x * bw >= vec]
+            ax.plot(xv, [vec] * len(xv), color=color, ls=":", lw=1, alpha=0.7, zorder=2)
+            if d is main:
+                ax.annotate(f"vector units {_fmt_flops(vec)} (non-matrix ops)", (vec / bw, vec),
+                            textcoords="offset points", xytext=(4, -11), fontsize=8, color=color, alpha=0.9)
         ridge = peak / bw
         ax.plot([ridge], [peak], marker="o", ms=5, color=color, zorder=3)
-        ax.annotate(f"ridge {ridge:.0f} FLOP/B", (ridge, peak), textcoords="offset points", xytext=(6, -12),
-                    fontsize=8, color=color)
+        ax.annotate(f"ridge {ridge:.0f} FLOP/B", (ridge, peak), textcoords="offset points", xytext=(-6, 6),
+                    ha="right", fontsize=8, color=color)
     total = main.predicted_s or 1.0
     fams = [f for f in FAMILY_COLORS if any(o.family == f for o in ops)]
     for fam in fams:
@@ -626,8 +639,7 @@ def plot_roofline(rr: RooflineReport, path: str | Path, *, device: str | None = 
     ax.set_ylabel("attained FLOP/s (FLOPs / predicted time)")
     ax.grid(True, which="major", alpha=0.3)
     ax.grid(True, which="minor", alpha=0.08)
-    batch = f", batch {main.batch}" if main.batch else ""
-    ax.set_title(f"Roofline: {rr.model}{batch} at {rr.dtype}; ops on {main.device.display_name} "
+    ax.set_title(f"Roofline: {rr.model}{_what(rr, main)} at {rr.dtype}\nops on {main.device.display_name} "
                  f"(predicted {_fmt_s(main.predicted_s)})", fontsize=11)
     dev_legend = ax.legend(loc="upper left", fontsize=8, title="device ceilings", title_fontsize=8, framealpha=0.9)
     ax.add_artist(dev_legend)
@@ -641,6 +653,13 @@ def plot_roofline(rr: RooflineReport, path: str | Path, *, device: str | None = 
               framealpha=0.9)
     fig.tight_layout()
     return _save(fig, path)
+
+
+def _what(rr: RooflineReport, d: DeviceRoofline) -> str:
+    batch = f", batch {d.batch}" if d.batch else ""
+    if rr.lm:
+        return f", one decode step{batch}, {rr.lm[0].context}-token KV cache"
+    return batch
 
 
 def _short(label: str, width: int = 38) -> str:
@@ -692,8 +711,7 @@ def plot_breakdown(rr: RooflineReport, path: str | Path, *, depth: int | None = 
     axes[0][0].set_yticks(ys)
     axes[0][0].set_yticklabels(labels, fontsize=8 if n <= 30 else 7)
     axes[0][-1].legend(loc="lower right", fontsize=8, framealpha=0.9)
-    batch = f", batch {devs[0].batch}" if devs[0].batch else ""
-    fig.suptitle(f"Predicted time per layer: {rr.model}{batch} at {rr.dtype}", fontsize=11)
+    fig.suptitle(f"Predicted time per layer: {rr.model}{_what(rr, devs[0])} at {rr.dtype}", fontsize=11)
     fig.tight_layout()
     return _save(fig, path)
 
