@@ -249,3 +249,50 @@ def test_benchmark_on_cuda():
                   peak_tflops=100.0, train=False)
     assert all(r.timing.timer == "cuda-event" for r in b.runs)
     assert b.runs[0].timing.stats.p50_s > 0
+
+
+def _cpu_entry(flops_per_s: float = 1e11, bw: float = 2e10):
+    from modelmeter.hardware.spec import DeviceSpec
+
+    return DeviceSpec.from_dict({"name": "test-cpu", "kind": "cpu", "matrix_flop_per_s": {"fp32": flops_per_s},
+                                 "memory_bandwidth_bytes_per_s": bw, "tdp_w": 65.0,
+                                 "sources": ["made up for a test"], "measured": {"device_kind": "cpu"}})
+
+
+def test_prediction_is_the_roofline_of_the_same_counts():
+    from modelmeter.analysis.roofline import roofline
+
+    entry = _cpu_entry()
+    cat = Catalog(local={"cpu": (entry, "calibrated")})
+    model = mlp()
+    x = torch.randn(4, 32)
+    b = benchmark(model, x, harness=FAST, catalog=cat, energy=True, meter=NullMeter("none"))
+    (r,) = b.runs
+    assert b.peak.kind == "calibrated" and b.peak.flops_per_s == 1e11 and b.peak.tdp_w == 65.0
+    rr = roofline(mm.profile(model, x), entry, dtype="fp32")  # independent call on a fresh count
+    c = r.comparison
+    assert c.predicted_on == "test-cpu"
+    assert c.predicted_s == pytest.approx(rr.predicted_s) and c.predicted_fused_s == pytest.approx(rr.fused_lower_bound_s)
+    assert c.ratio == pytest.approx(r.timing.stats.p50_s / rr.predicted_s)
+    assert r.utilization.mfu == pytest.approx(5120 * 4 / r.timing.stats.p50_s / 1e11)
+    # the entry's TDP gives the TDP x time bound of the estimate
+    assert r.energy.estimate.tdp_bound_j == pytest.approx(65.0 * r.timing.stats.p50_s)
+    assert not b.warnings
+
+
+def test_override_peak_keeps_the_entry_for_the_prediction_and_flags_a_foreign_device():
+    from modelmeter.hardware.spec import DeviceSpec
+
+    gpu = DeviceSpec.from_dict({"name": "test-gpu", "kind": "gpu", "matrix_flop_per_s": {"fp32": 5e13},
+                                "memory_bandwidth_bytes_per_s": 1e12, "sources": ["test"]})
+    cat = Catalog(entries={"test-gpu": gpu})
+    b = benchmark(mlp(), torch.randn(2, 32), harness=FAST, catalog=cat, hardware="test-gpu", peak_tflops=0.001)
+    assert b.peak.kind == "override" and b.runs[0].comparison.predicted_on == "test-gpu"
+    assert any("describe another device" in w for w in b.warnings)
+
+
+def test_no_entry_means_no_mfu_and_a_note():
+    b = benchmark(mlp(), torch.randn(2, 32), harness=FAST, catalog=NO_CATALOG)
+    (r,) = b.runs
+    assert b.peak is None and r.utilization.mfu is None and r.comparison.predicted_s is None
+    assert any("calibrate" in n for n in b.notes)

@@ -119,3 +119,17 @@ def test_carbon():
         carbon(1.0, 1, pue=0.9)
     with pytest.raises(InputError):
         carbon(1.0, 1, intensity_g_per_kwh=-5)
+
+
+def test_package_catalog_adapter(monkeypatch, tmp_path):
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))  # no user calibration file
+    from modelmeter.measure.catalog import PackageCatalog, default_catalog
+
+    cat = default_catalog()
+    assert isinstance(cat, PackageCatalog)
+    p, note = resolve_peak("cpu", "bfloat16", hardware="h100-sxm", catalog=cat)
+    # dense BF16 Tensor Core peak of the H100 SXM: 1979 "with sparsity" / 2 = 989.4 TFLOP/s
+    assert p.flops_per_s == pytest.approx(989.4e12) and p.kind == "catalog" and p.tdp_w == 700.0 and note == ""
+    assert cat.local("mps") == (None, "catalog")
+    with pytest.raises(HardwareError):
+        cat.get("no-such-gpu")

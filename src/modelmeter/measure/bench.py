@@ -31,7 +31,7 @@ from ..report.benchmark import (
 )
 from .energy import EnergyMeter, calls_for_window, detect_meter, idle_power_w, measure_energy
 from .estimate import carbon, estimate_energy
-from .mfu import resolve_peak, utilization
+from .mfu import matmul_dtype_key, override_peak, peak_info_from, resolve_entry, utilization
 from .predict import predict_latency
 from .timer import DeviceTimer, HarnessSettings, ProgressCallback, device_timer, measure, num_threads
 
@@ -346,9 +346,26 @@ def benchmark(
 
     run_dtype = tdtype or next((p.dtype for p in model.parameters() if p.dtype.is_floating_point), torch.float32)
     dtype_name = str(run_dtype).replace("torch.", "")
-    peak, peak_note = resolve_peak(str(dev), dtype_name, peak_tflops=peak_tflops, hardware=hardware, catalog=catalog)
-    notes = [peak_note] if peak_note else []
+    key = matmul_dtype_key(str(dev), dtype_name)
+    entry, kind, entry_note = resolve_entry(str(dev), hardware=hardware, catalog=catalog)
+    notes: list[str] = []
     warnings: list[str] = []
+    if peak_tflops is not None:
+        peak = override_peak(peak_tflops, key, tdp_w=getattr(entry, "tdp_w", None))
+    elif entry is not None:
+        peak = peak_info_from(entry, key, kind=kind)
+        if peak.flops_per_s is None:
+            notes.append(f"{peak.name} has no {key} peak: no MFU; pass --peak-tflops")
+    else:
+        peak = None
+        notes.append(entry_note)
+    entry_kind = getattr(entry, "kind", None)
+    if entry_kind in ("cpu", "gpu") and entry_kind != ("cpu" if dev.type == "cpu" else "gpu"):
+        warnings.append(f"measured on {dev} but the device entry {entry.name} is a {entry_kind}: its peak and "
+                        f"roofline describe another device")
+    if entry is not None:
+        notes.append(f"device entry {entry.name} ({kind}) for the roofline prediction"
+                     + (" and the peak" if peak_tflops is None else "; the peak is the override"))
     mode = "train" if train else "inference"
     active_meter: EnergyMeter | None = None
     if energy:
@@ -375,6 +392,7 @@ def benchmark(
                         model, shared, ex, b, dev=dev, tdtype=tdtype, dtype_name=dtype_name, train=train,
                         optimizer=optimizer, loss_fn=loss_fn, settings=settings, timer=timer, progress=progress,
                         count=count, peak=peak, meter=active_meter, es=es, idle_w=idle_w, mode=mode,
+                        entry=entry, key=key,
                     )
                 except Exception as exc:
                     if not _is_oom(exc):
@@ -420,7 +438,7 @@ def _one_run(
     model: Any, shared: Any, ex: Any, batch: int, *, dev: Any, tdtype: Any, dtype_name: str, train: bool,
     optimizer: str | None, loss_fn: Any, settings: HarnessSettings, timer: DeviceTimer,
     progress: ProgressCallback | None, count: bool, peak: PeakInfo | None, meter: EnergyMeter | None,
-    es: EnergySettings, idle_w: float | None, mode: str,
+    es: EnergySettings, idle_w: float | None, mode: str, entry: Any = None, key: str = "fp32",
 ) -> BenchRun:
     import torch
 
@@ -469,7 +487,7 @@ def _one_run(
         )
     if report is not None:
         tot = report.totals
-        pred = predict_latency(report, peak)
+        pred = predict_latency(report, entry, key)
         comparison = Comparison(
             macs=tot.macs, flops=tot.flops, matmul_flops=tot.matmul_flops, bytes_moved=tot.bytes_moved,
             predicted_s=pred.unfused_s, predicted_fused_s=pred.fused_s, predicted_on=pred.device, measured_p50_s=lat,

@@ -89,6 +89,33 @@ def override_peak(tflops: float, dtype: str, *, tdp_w: float | None = None) -> P
                     bandwidth_bytes_per_s=None, tdp_w=tdp_w, source="--peak-tflops given on the command line")
 
 
+def resolve_entry(device: str, *, hardware: str | None = None, catalog: Any = None) -> tuple[Any, str, str]:
+    """The device entry for ``device``: catalog entry ``hardware`` when named, else the local device.
+
+    Returns ``(entry or None, kind, note)``; kind is "catalog" or "calibrated"; ``note`` says why
+    there is no entry. An unknown ``hardware`` name raises :class:`HardwareError` (a user error).
+    ``catalog`` is an object with ``get(name)`` and ``local(device)`` (see :mod:`.catalog`); by
+    default the package's hardware catalog.
+    """
+    if catalog is None:
+        from .catalog import default_catalog
+
+        catalog = default_catalog()
+    if catalog is None:
+        return None, "catalog", "no hardware catalog in this build; pass --peak-tflops"
+    if hardware:
+        entry = catalog.get(hardware)
+        return entry, "calibrated" if getattr(entry, "calibrated", False) else "catalog", ""
+    try:
+        entry, kind = catalog.local(device)
+    except HardwareError as exc:
+        return None, "catalog", f"local device not identified ({exc}); pass --hardware NAME or --peak-tflops"
+    if entry is None:
+        return None, kind, ("local device not in the catalog; run 'modelmeter hardware calibrate' or pass "
+                            "--peak-tflops")
+    return entry, kind, ""
+
+
 def resolve_peak(
     device: str,
     dtype: str,
@@ -100,29 +127,14 @@ def resolve_peak(
     """Find the peak for MFU: override, else catalog entry ``hardware``, else the local device.
 
     Returns ``(peak, note)``; ``peak`` is None when none is known, and ``note`` says why.
-    ``catalog`` is an object with ``get(name)`` and ``local(device)`` (see :mod:`.catalog`); by default
-    the package's hardware catalog.
     """
     key = matmul_dtype_key(device, dtype)
     if peak_tflops is not None:
         return override_peak(peak_tflops, key), ""
-    if catalog is None:
-        from .catalog import default_catalog
-
-        catalog = default_catalog()
-    if catalog is None:
-        return None, "no hardware catalog in this build; pass --peak-tflops"
-    if hardware:
-        entry = catalog.get(hardware)  # raises HardwareError for an unknown name
-        info = peak_info_from(entry, key, kind="catalog")
-    else:
-        try:
-            entry, kind = catalog.local(device)
-        except HardwareError as exc:
-            return None, f"local device not identified ({exc}); pass --hardware NAME or --peak-tflops"
-        if entry is None:
-            return None, "local device not in the catalog; run 'modelmeter hardware calibrate' or pass --peak-tflops"
-        info = peak_info_from(entry, key, kind=kind)
+    entry, kind, note = resolve_entry(device, hardware=hardware, catalog=catalog)
+    if entry is None:
+        return None, note
+    info = peak_info_from(entry, key, kind=kind)
     if info.flops_per_s is None:
         return info, f"{info.name} has no {key} peak; pass --peak-tflops"
     return info, ""
@@ -164,4 +176,4 @@ def utilization(
 
 
 __all__ = ["HFU_DEFINITION", "MFU_DEFINITION", "PeakSource", "dtype_key", "matmul_dtype_key", "override_peak",
-           "peak_info_from", "resolve_peak", "utilization"]
+           "peak_info_from", "resolve_entry", "resolve_peak", "utilization"]

@@ -1,15 +1,15 @@
 """Roofline-predicted latency of a counted run, for the measured-vs-predicted table.
 
-The prediction itself belongs to :mod:`modelmeter.analysis.roofline` (one source of truth for the
-roofline formula); this module only adapts its result, and says why when it cannot.
+The prediction belongs to :func:`modelmeter.analysis.roofline.roofline` (one source of truth for the
+roofline formula): pure roofline (efficiency 1.0, no per-kernel launch overhead), summed over the
+ops of every phase of the run, plus the fused lower bound. This module adapts its result and says
+why when it cannot make one.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
-
-from ..report.benchmark import PeakInfo
 
 
 @dataclass(frozen=True)
@@ -20,15 +20,24 @@ class Prediction:
     note: str
 
 
-def predict_latency(report: Any, peak: PeakInfo | None, entry: Any = None) -> Prediction:
-    """Roofline time of ``report`` on the device ``entry`` (or the peak's figures) at the peak's dtype."""
-    if peak is None or peak.flops_per_s is None:
-        return Prediction(None, None, None, "no device peak known: no roofline prediction")
+def predict_latency(report: Any, entry: Any, dtype: str) -> Prediction:
+    """Roofline time of ``report`` on the device entry ``entry`` at ``dtype`` (a catalog dtype key)."""
+    if entry is None:
+        return Prediction(None, None, None, "no device entry for a roofline (pass --hardware NAME, or calibrate)")
     try:
-        from ..analysis import roofline  # noqa: F401
-    except ImportError:
+        from ..analysis.roofline import roofline
+        from ..hardware.spec import DeviceSpec
+    except ImportError:  # pragma: no cover - every full build has both
         return Prediction(None, None, None, "roofline analysis not available in this build")
-    return Prediction(None, None, None, "roofline analysis not wired in yet")
+    if not isinstance(entry, DeviceSpec):
+        return Prediction(None, None, None, f"{getattr(entry, 'name', 'device')} is not a catalog entry: no roofline")
+    from ..errors import ModelmeterError
+
+    try:
+        r = roofline(report, entry, dtype=dtype)
+    except ModelmeterError as exc:
+        return Prediction(None, None, entry.name, f"no roofline on {entry.name}: {exc}")
+    return Prediction(r.predicted_s, r.fused_lower_bound_s, entry.name, "; ".join(r.notes))
 
 
 __all__ = ["Prediction", "predict_latency"]

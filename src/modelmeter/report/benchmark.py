@@ -283,7 +283,9 @@ def _build(tp: Any, value: Any) -> Any:
 
 
 def _pct(x: float | None) -> str:
-    return "-" if x is None else f"{x * 100:.1f}%"
+    if x is None:
+        return "-"
+    return f"{x * 100:.2g}%" if abs(x) < 0.01 else f"{x * 100:.1f}%"
 
 
 def _energy(x: float | None) -> str:
