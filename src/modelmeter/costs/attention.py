@@ -17,12 +17,13 @@ work a fused kernel does:
 explicit ``attn_mask`` tensor is counted dense: its values are not known to a rule.
 
 Non-matmul FLOPs per counted score, forward: 1 for the scale, 5 for the softmax (max, subtract, exp,
-sum, divide), 1 for an additive or boolean mask, 2 for dropout when ``dropout_p > 0`` (draw and
-multiply, as ``native_dropout``). Backward: 4 products (dV = Pᵀ·dO, dP = dO·Vᵀ, dQ = dS·K,
-dK = dSᵀ·Q): 2x the forward MACs, as ``torch.utils.flop_counter`` counts them; plus 4 FLOPs per
-counted score for the softmax gradient, 1 for the scale and 2 for dropout. Recomputing ``P`` inside
-a fused backward kernel is an implementation detail and is not counted (a model's FLOPs do not
-depend on its kernels).
+sum, divide), 1 for an additive or boolean mask, 3 for dropout when ``dropout_p > 0`` (draw and
+compare, scale, multiply, as ``native_dropout`` and ``F.dropout``). Backward: 4 products
+(dV = Pᵀ·dO, dP = dO·Vᵀ, dQ = dS·K, dK = dSᵀ·Q): 2x the forward MACs, as
+``torch.utils.flop_counter`` counts them; plus 4 FLOPs per counted score for the softmax gradient,
+1 for the scale and 2 for dropout (times mask, times scale, as ``native_dropout_backward``).
+Recomputing ``P`` inside a fused backward kernel is an implementation detail and is not counted (a
+model's FLOPs do not depend on its kernels).
 
 Variable-length (nested/packed) calls of the flash and efficient kernels pass ``(total, H, d)``
 tensors and cumulative sequence lengths whose values a rule cannot see; they are counted with
@@ -41,7 +42,8 @@ SOFTMAX_FLOPS = 5
 SOFTMAX_BACKWARD_FLOPS = 4
 SCALE_FLOPS = 1
 MASK_FLOPS = 1
-DROPOUT_FLOPS = 2
+DROPOUT_FLOPS = 3
+DROPOUT_BACKWARD_FLOPS = 2
 
 
 def causal_pairs(lq: int, lk: int, *, bottom_right: bool = False) -> int:
@@ -108,9 +110,10 @@ def attention_cost(
     scores, d, dv = score_count(q, k, v, causal=causal, layout=layout, bottom_right=bottom_right,
                                 max_q=max_q, max_k=max_k)
     macs = scores * (d + dv)
-    drop = DROPOUT_FLOPS if dropout else 0
     if backward:
+        drop = DROPOUT_BACKWARD_FLOPS if dropout else 0
         return Cost.of_macs(2 * macs, extra_flops=scores * (SOFTMAX_BACKWARD_FLOPS + SCALE_FLOPS + drop))
+    drop = DROPOUT_FLOPS if dropout else 0
     return Cost.of_macs(macs, extra_flops=scores * (SCALE_FLOPS + SOFTMAX_FLOPS + drop + (MASK_FLOPS if masked else 0)))
 
 

@@ -43,11 +43,13 @@ ELEMENTWISE_FLOPS: dict[str, int] = {
     # two: compare + select/scale, or two arithmetic steps
     **dict.fromkeys(
         ["hardtanh", "relu6", "leaky_relu", "prelu", "_prelu_kernel", "rrelu_with_noise", "hardshrink",
-         "xlogy", "special_xlog1py", "native_dropout", "_fused_dropout", "_masked_scale", "addcmul", "addcdiv",
+         "xlogy", "special_xlog1py", "_masked_scale", "addcmul", "addcdiv",
          "hardtanh_backward", "leaky_relu_backward", "native_dropout_backward", "rrelu_with_noise_backward"],
         2,
     ),
     "lerp": 3,  # self + w * (end - self): sub, mul, add
+    "native_dropout": 3,  # draw and compare, scale, multiply (as F.dropout's bernoulli_, div_, mul)
+    "_fused_dropout": 3,
     "softplus": 3,  # log(1 + exp(x)): exp, add, log
     "softshrink": 3,  # |x| > l ? x - sign(x) l : 0: abs, compare, sub
     "logit": 3,  # log(p / (1 - p)): sub, div, log

@@ -19,8 +19,10 @@ ops over lists of tensors (``foreach=True``, the default on CUDA), or as one fus
 * ``_fused_adagrad_``: ``sum.addcmul_(g, g)`` 2, ``sqrt(sum) + eps`` 2,
   ``p.addcdiv_(g, std, value=-clr)`` 3 = 7; weight decay 2; maximize 1.
 
-Bytes: every tensor read once, every mutated tensor written once (the registry reads the mutated
-arguments from the op's schema, as these ops return nothing).
+Bytes: every tensor read once; written: for ``_foreach_*_`` the tensors of ``self`` (the registry
+reads the mutated arguments from the op's schema, as these ops return nothing); for the fused
+kernels the parameters and the optimizer state they update (not the gradients, which the schema
+marks as mutable only for unscaling with a ``grad_scale``).
 """
 
 from __future__ import annotations
@@ -98,6 +100,29 @@ def foreach_mm(ev: OpEvent) -> Cost:
 ADAM_FLOPS = 13
 
 
+def _bytes(*xs: Any) -> int:
+    total = 0
+    for x in xs:
+        if isinstance(x, TensorMeta):
+            total += x.nbytes
+        elif isinstance(x, (list, tuple)):
+            total += _bytes(*x)
+    return total
+
+
+def _fused_cost(ev: OpEvent, a: dict[str, Any], per: int, state: tuple[str, ...]) -> Cost:
+    """Read every tensor argument; write the parameters, the state lists and (with a grad_scale) the
+    gradients. The functional forms (no trailing underscore) return new tensors instead."""
+    read = sum(t.nbytes for t in ev.inputs)
+    if ev.outputs:
+        written = sum(t.nbytes for t in ev.outputs)
+    else:
+        written = _bytes(a.get("self"), *(a.get(n) for n in state))
+        if isinstance(a.get("grad_scale"), TensorMeta):
+            written += _bytes(a.get("grads"))
+    return Cost(0, per * _numel(a["self"]), read, written)
+
+
 @register_rule("aten._fused_adam", "aten._fused_adam_", "aten._fused_adamw", "aten._fused_adamw_")
 def fused_adam(ev: OpEvent) -> Cost:
     a = arguments(ev)
@@ -109,7 +134,7 @@ def fused_adam(ev: OpEvent) -> Cost:
         per += 1
     if a.get("maximize"):
         per += 1
-    return Cost(flops=per * _numel(a["self"]))
+    return _fused_cost(ev, a, per, ("exp_avgs", "exp_avg_sqs", "max_exp_avg_sqs"))
 
 
 @register_rule("aten._fused_sgd", "aten._fused_sgd_")
@@ -125,11 +150,11 @@ def fused_sgd(ev: OpEvent) -> Cost:
             per += 2
     if a.get("maximize"):
         per += 1
-    return Cost(flops=per * _numel(a["self"]))
+    return _fused_cost(ev, a, per, ("momentum_buffer_list",))
 
 
 @register_rule("aten._fused_adagrad", "aten._fused_adagrad_")
 def fused_adagrad(ev: OpEvent) -> Cost:
     a = arguments(ev)
     per = 7 + (2 if a.get("weight_decay") else 0) + (1 if a.get("maximize") else 0)
-    return Cost(flops=per * _numel(a["self"]))
+    return _fused_cost(ev, a, per, ("state_sums",))
