@@ -296,3 +296,14 @@ def test_no_entry_means_no_mfu_and_a_note():
     (r,) = b.runs
     assert b.peak is None and r.utilization.mfu is None and r.comparison.predicted_s is None
     assert any("calibrate" in n for n in b.notes)
+
+
+def test_model_that_does_not_fit_is_a_measurement_error(monkeypatch):
+    import modelmeter.measure.bench as bench
+
+    def oom(*a, **k):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 80.00 GiB")
+
+    monkeypatch.setattr(bench, "_copy_to", oom)
+    with pytest.raises(MeasurementError, match="does not fit"):
+        benchmark(mlp(), torch.randn(1, 32), dtype="bf16", harness=FAST, count=False, catalog=NO_CATALOG)

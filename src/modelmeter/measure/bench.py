@@ -152,6 +152,11 @@ def _free(device: Any) -> None:
         torch.cuda.empty_cache()
 
 
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
 def device_name(device: Any) -> str:
     import torch
 
@@ -383,7 +388,14 @@ def benchmark(
                 idle_w = idle_power_w(active_meter, es.idle_s)
             shared = None
             if not train:
-                shared = _copy_to(model, dev, tdtype) if _needs_copy(model, dev, tdtype) else model
+                try:
+                    shared = _copy_to(model, dev, tdtype) if _needs_copy(model, dev, tdtype) else model
+                except Exception as exc:
+                    if not _is_oom(exc):
+                        raise
+                    _free(dev)
+                    raise MeasurementError(f"the model does not fit on {dev} ({_first_line(exc)}): try --dtype bf16 "
+                                           f"or a larger device") from exc
                 shared.eval()
             for b in sizes:
                 ex = inputs_for_batch(b) if inputs_for_batch is not None else scale_batch(inputs, b)
