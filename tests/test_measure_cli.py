@@ -72,3 +72,20 @@ def test_bench_is_listed_in_help(capsys):
     with pytest.raises(SystemExit):
         main(["--help"])
     assert "bench" in capsys.readouterr().out
+
+
+def test_progress_bar_follows_the_harness_callback():
+    import io
+
+    from rich.console import Console
+
+    from modelmeter.cli.bench_cmd import _ProgressBar
+    from modelmeter.measure import HarnessSettings, measure
+
+    con = Console(file=io.StringIO(), force_terminal=True, width=100)
+    with _ProgressBar(con) as bar:
+        measure(lambda: sum(range(1000)), settings=HarnessSettings(budget_s=0.02, warmup_s=0.001), label="fwd",
+                progress=bar)
+        assert bar.key == ("fwd", "timed")
+        task = bar.progress.tasks[-1]
+        assert task.description == "fwd timed" and task.fields["n"] >= 5
