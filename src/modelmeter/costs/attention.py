@@ -19,11 +19,11 @@ explicit ``attn_mask`` tensor is counted dense: its values are not known to a ru
 Non-matmul FLOPs per counted score, forward: 1 for the scale, 5 for the softmax (max, subtract, exp,
 sum, divide), 1 for an additive or boolean mask, 3 for dropout when ``dropout_p > 0`` (draw and
 compare, scale, multiply, as ``native_dropout`` and ``F.dropout``). Backward: 4 products
-(dV = Pᵀ·dO, dP = dO·Vᵀ, dQ = dS·K, dK = dSᵀ·Q): 2x the forward MACs, as
-``torch.utils.flop_counter`` counts them; plus 4 FLOPs per counted score for the softmax gradient,
-1 for the scale and 2 for dropout (times mask, times scale, as ``native_dropout_backward``).
-Recomputing ``P`` inside a fused backward kernel is an implementation detail and is not counted (a
-model's FLOPs do not depend on its kernels).
+(dV = Pᵀ·dO, dP = dO·Vᵀ, dQ = dS·K, dK = dSᵀ·Q): 2x the forward MACs, what the math backend's
+four bmm calls do; plus 4 FLOPs per counted score for the softmax gradient, 1 for the scale and 2
+for dropout (times mask, times scale, as ``native_dropout_backward``). Recomputing ``Q·Kᵀ`` inside a
+fused backward kernel is an implementation detail and is not counted (a model's FLOPs do not depend
+on its kernels); ``torch.utils.flop_counter`` counts it for the flash/efficient/cuDNN kernels.
 
 Variable-length (nested/packed) calls of the flash and efficient kernels pass ``(total, H, d)``
 tensors and cumulative sequence lengths whose values a rule cannot see; they are counted with
