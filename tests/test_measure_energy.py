@@ -132,8 +132,12 @@ def test_nvml_unsupported_counter_falls_back_to_power_sampling():
     assert "Volta or newer" in counter.probe()
     with pytest.raises(MeasurementError):
         counter.begin()
+    counter.close()
     m = detect_meter("cuda:0", nvml=nv)
     assert isinstance(m, NvmlPowerSampler) and m.method == "nvml-power-sampling"
+    assert nv.inits - nv.shutdowns == 1  # the failed counter's NVML session was shut down; the sampler's is open
+    m.close()
+    assert nv.inits == nv.shutdowns
 
 
 def test_power_sampling_trapezoid_integration():

@@ -412,10 +412,12 @@ def detect_meter(device: Any = "cpu", *, nvml: Any = None, powercap_root: str | 
         if r is None:
             return counter
         reasons.append(r)
+        counter.close()
         sampler = NvmlPowerSampler(index, nvml=counter._nvml or nvml, clock=clock)
         r2 = sampler.probe()
         if r2 is None:
             return sampler
+        sampler.close()
         if r2 != r:
             reasons.append(r2)
     elif dev_type == "cpu":
