@@ -105,20 +105,49 @@ def measure_cpu(name: str, train: bool, optimizer: str | None) -> dict[str, Any]
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         out = run_step(model, inputs, train, optimizer)
     del out
-    allocs = []
+    alloc_tag = torch._C._profiler._EventType.Allocation
+    events: list[tuple[Any, Any]] = []  # (allocation event, the outermost aten op it happened in)
 
-    def walk(nodes: Any) -> None:
+    def walk(nodes: Any, outer: Any) -> None:
         for n in nodes:
-            if n.tag == torch._C._profiler._EventType.Allocation and str(n.extra_fields.device) == "cpu":
-                allocs.append(n)
-            walk(n.children)
+            if n.tag == alloc_tag:
+                if str(n.extra_fields.device) == "cpu":
+                    events.append((n, outer))
+                continue
+            is_aten = n.name.startswith("aten::")
+            walk(n.children, outer if (outer is not None and is_aten) else (n if is_aten else None))
 
-    walk(prof.profiler.kineto_results.experimental_event_tree())
-    allocs.sort(key=lambda n: n.start_time_ns)
-    start = allocs[0].extra_fields.total_allocated - allocs[0].extra_fields.alloc_size
-    top = max(n.extra_fields.total_allocated for n in allocs)
-    return {"baseline_bytes": baseline, "step_bytes": top - start, "peak_bytes": baseline + top - start,
-            "allocations": sum(1 for n in allocs if n.extra_fields.alloc_size > 0)}
+    walk(prof.profiler.kineto_results.experimental_event_tree(), None)
+    events.sort(key=lambda e: e[0].start_time_ns)
+    first = events[0][0].extra_fields
+    start = first.total_allocated - first.alloc_size
+    totals = [e[0].extra_fields.total_allocated for e in events]
+    at = max(range(len(totals)), key=totals.__getitem__)
+
+    # what the kernel running at the peak holds beyond tensors: buffers it allocates and frees itself
+    def inst(outer: Any) -> Any:
+        return None if outer is None else (outer.start_time_ns, outer.name)
+
+    peak_op = inst(events[at][1])
+    freed_in: dict[int, Any] = {}
+    live: dict[int, tuple[int, Any, int]] = {}
+    for k, (n, outer) in enumerate(events):
+        f = n.extra_fields
+        if f.alloc_size > 0:
+            live[f.ptr] = (f.alloc_size, inst(outer), k)
+        elif f.ptr in live:
+            k0 = live.pop(f.ptr)[2]
+            freed_in[k0] = (inst(outer), k)
+    workspace = 0
+    for k, (n, outer) in enumerate(events[: at + 1]):
+        f = n.extra_fields
+        if f.alloc_size > 0 and inst(outer) == peak_op and peak_op is not None and k in freed_in:
+            where, k_free = freed_in[k]
+            if where == peak_op and k_free > at:
+                workspace += f.alloc_size
+    return {"baseline_bytes": baseline, "step_bytes": totals[at] - start, "peak_bytes": baseline + totals[at] - start,
+            "allocations": sum(1 for n, _ in events if n.extra_fields.alloc_size > 0),
+            "peak_op": peak_op[1] if peak_op else "", "kernel_workspace_at_peak_bytes": workspace}
 
 
 def measure_cuda(name: str, train: bool, optimizer: str | None) -> dict[str, Any]:
@@ -141,15 +170,16 @@ def measure_cuda(name: str, train: bool, optimizer: str | None) -> dict[str, Any
     return {"baseline_bytes": baseline, "step_bytes": peak - baseline, "peak_bytes": peak}
 
 
-def estimate(name: str, train: bool, optimizer: str | None, device: str = "meta") -> dict[str, Any]:
+def estimate(name: str, train: bool, optimizer: str | None, device: str = "meta",
+             attention: str = "auto") -> dict[str, Any]:
     from modelmeter.analysis.memory import memory_profile
     from modelmeter.models import load
 
     spec, kw = MODELS[name]
-    loaded = load(spec, device="meta", **kw)
+    loaded = load(spec, device="meta" if device == "meta" else "cpu", **kw)
     t0 = time.perf_counter()
     r = memory_profile(loaded.model, loaded.inputs, train=train, optimizer=optimizer, device=device,
-                       loss_fn=loss_of, name=name)
+                       loss_fn=loss_of, name=name, attention=attention)
     dt = time.perf_counter() - t0
     static = r.params_bytes + r.buffers_bytes + r.inputs_bytes
     return {"peak_bytes": r.peak_bytes, "step_bytes": r.peak_bytes - static, "baseline_bytes": static,
@@ -204,8 +234,12 @@ def one(args: argparse.Namespace) -> None:
     opt = "adamw" if train else None
     if args.what == "measure":
         res = measure_cuda(args.one, train, opt) if args.cuda else measure_cpu(args.one, train, opt)
-    else:
+    elif args.what == "estimate":
         res = estimate(args.one, train, opt)
+    elif args.what == "estimate-as-run":
+        res = estimate(args.one, train, opt, attention="as-run")
+    else:  # the same capture on real CPU tensors: the CPU's own kernels, every storage they create
+        res = estimate(args.one, train, opt, device="cpu", attention="as-run")
     print(json.dumps(res))
 
 
@@ -220,14 +254,14 @@ def sub(what: str, name: str, mode: str, cuda: bool) -> dict[str, Any]:
 
 
 def mib(b: float) -> str:
-    return f"{b / 2**20:,.1f}"
+    return f"{b / 2**20:,.1f} MiB"
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--one")
     ap.add_argument("--mode", choices=["inference", "train"], default="inference")
-    ap.add_argument("--what", choices=["measure", "estimate"], default="measure")
+    ap.add_argument("--what", choices=["measure", "estimate", "estimate-as-run", "capture-cpu"], default="measure")
     ap.add_argument("--cuda", action="store_true")
     ap.add_argument("--models", default=",".join(MODELS))
     ap.add_argument("--json")
@@ -240,23 +274,29 @@ def main() -> None:
         print(json.dumps(llama(), indent=2))
         return
     rows = []
-    print("| model | inputs | mode | estimated peak MiB | measured peak MiB | diff | estimated step MiB | "
-          "measured step MiB | diff |")
-    print("|---|---|---|---:|---:|---:|---:|---:|---:|")
+    print("| model | inputs | mode | estimate (meta) | measured (CPU allocator) | diff | estimate, attention "
+          "as-run | diff | capture on CPU tensors | diff | CPU kernel workspace at the measured peak |")
+    print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|")
     for name in args.models.split(","):
         for mode in ("inference", "train"):
             est = sub("estimate", name, mode, False)
+            run = sub("estimate-as-run", name, mode, False)
+            cpu = sub("capture-cpu", name, mode, False)
             mea = sub("measure", name, mode, args.cuda)
-            d_peak = (est["peak_bytes"] - mea["peak_bytes"]) / mea["peak_bytes"]
-            d_step = (est["step_bytes"] - mea["step_bytes"]) / mea["step_bytes"]
+
+            def diff(e: dict[str, Any], m: dict[str, Any] = mea) -> float:
+                return (e["peak_bytes"] - m["peak_bytes"]) / m["peak_bytes"]
+
             kw = MODELS[name][1]
             shape = f"batch {kw['batch']}" + (f", seq {kw['seq']}" if "seq" in kw else "")
             label = "training step (AdamW)" if mode == "train" else "inference"
+            ws = mea.get("kernel_workspace_at_peak_bytes", 0)
             print(f"| {name} | {shape} | {label} | {mib(est['peak_bytes'])} | {mib(mea['peak_bytes'])} | "
-                  f"{100 * d_peak:+.1f}% | {mib(est['step_bytes'])} | {mib(mea['step_bytes'])} | {100 * d_step:+.1f}% |",
+                  f"{100 * diff(est):+.1f}% | {mib(run['peak_bytes'])} | {100 * diff(run):+.1f}% | "
+                  f"{mib(cpu['peak_bytes'])} | {100 * diff(cpu):+.1f}% | {mib(ws)} in {mea.get('peak_op', '')} |",
                   flush=True)
-            rows.append({"model": name, "mode": mode, "inputs": shape, "estimate": est, "measured": mea,
-                         "peak_diff": d_peak, "step_diff": d_step})
+            rows.append({"model": name, "mode": mode, "inputs": shape, "estimate": est, "estimate_as_run": run,
+                         "capture_cpu": cpu, "measured": mea, "peak_diff": diff(est)})
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=2)

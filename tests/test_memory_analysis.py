@@ -284,3 +284,57 @@ def test_the_users_model_is_untouched() -> None:
     for n, p in m.named_parameters():
         assert p.grad is None and p.device.type == "cpu" and torch.equal(p, before[n])
     assert torch.func.functional_call.__module__.startswith("torch")  # the swap is undone
+
+
+class Attention(nn.Module):
+    """One causal self-attention with attention dropout: the case CPU runs with the math kernel."""
+
+    def __init__(self, d: int = 32, heads: int = 4, dropout: float = 0.1) -> None:
+        super().__init__()
+        self.heads, self.dropout = heads, dropout
+        self.qkv = nn.Linear(d, 3 * d, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, s, d = x.shape
+        q, k, v = self.qkv(x).view(b, s, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        p = self.dropout if self.training else 0.0
+        return nn.functional.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)
+
+
+def test_attention_as_run_counts_what_the_math_kernel_keeps() -> None:
+    # batch 2, 4 heads, seq 64: one attention matrix = 2*4*64*64 fp32 = 131,072 B. The math kernel
+    # (meta tensors; CPU whenever dropout > 0) saves for backward the softmax (1 matrix), the dropout
+    # mask (1, kept as fp32 by the math kernel) and the dropped weights (1); a fused kernel keeps none.
+    torch.manual_seed(0)
+    m, x = Attention(), torch.randn(2, 64, 32)
+    fused = memory_profile(m, x, train=True, attention="fused")
+    as_run = memory_profile(m, x, train=True, attention="as-run")
+    cpu = memory_profile(m, x, train=True, device="cpu")  # auto on a real device = as-run
+    loss = [s.first for s in fused.timeline.phases if s.phase == "loss"][0]
+    matrix = 2 * 4 * 64 * 64 * 4
+    # after the forward both keep q, k, v (3 x 2*4*64*8*4 B: the fused kernel's saved inputs, the math
+    # kernel's contiguous copies) and the output; the math kernel also the 3 matrices
+    act = "activations"
+    assert as_run.timeline.bytes_by_category[act][loss] - fused.timeline.bytes_by_category[act][loss] == 3 * matrix
+    # inside the fused op the math kernel's peak is higher still: scores, masked scores, softmax, ...
+    assert as_run.peak_bytes > fused.peak_bytes + 3 * matrix
+    assert as_run.timeline.total_bytes == cpu.timeline.total_bytes  # meta's math kernel = CPU's choice here
+    assert any("inside modelmeter.sdpa" in t.op for t in as_run.largest_at_peak)
+    assert any("fused kernel" in n for n in fused.notes)
+    with pytest.raises(InputError, match="attention"):
+        memory_profile(m, x, attention="flash")
+
+
+def test_inner_storages_are_dated_at_their_fused_op() -> None:
+    from modelmeter.analysis.memory import capture_with_lifetimes
+
+    torch.manual_seed(0)
+    trace, records = capture_with_lifetimes(Attention(), torch.randn(2, 64, 32), train=True, attention="as-run")
+    sdpa = [e.index for e in trace.events if e.op == "modelmeter.sdpa"]
+    sdpa_bwd = [e.index for e in trace.events if e.op == "modelmeter.sdpa_backward"]
+    inner = [r for r in records if r.seen_as == "inner"]
+    assert inner and {r.start for r in inner} <= set(sdpa) | set(sdpa_bwd)
+    # every recorded op's outputs are claimed by that op, not left as inner storages
+    for r in records:
+        if r.seen_as == "output" and r.start >= 0:
+            assert r.op == trace.events[r.start].op or r.op.startswith("modelmeter.")

@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from ..capture.events import Trace
-from ..capture.lifetimes import LifetimeTracker, StorageRecord
+from ..capture.lifetimes import END_SUB, LifetimeTracker, StorageRecord
 from ..errors import InputError
 from ..report.memory import (
     CATEGORIES,
@@ -104,16 +104,37 @@ def capture_with_lifetimes(
     optimizer: str | None = None,
     loss_fn: Callable[[Any], torch.Tensor] | None = None,
     autocast: torch.dtype | None = None,
+    attention: str = "auto",
 ) -> tuple[Trace, list[StorageRecord]]:
-    """Run the capture with a lifetime tracker; returns the trace and one record per storage."""
+    """Run the capture with a lifetime tracker; returns the trace and one record per storage.
+
+    ``attention``: "fused" counts what a flash / memory-efficient kernel keeps (its output, and its
+    query, key and value held until its backward), whatever kernel ran; "as-run" tracks the storages of the kernels that ran
+    inside it (on meta tensors PyTorch's math kernel: the attention weights saved for backward, as
+    CPU training with attention dropout does); "auto" is "fused" on meta and "as-run" on real devices.
+    """
     from ..capture.autocast import autocast_forward
+    from ..capture.lifetimes import InnerStorages
     from ..capture.run import run_capture
 
-    tracker = LifetimeTracker()
-    with _params_swapped_through_step(train), autocast_forward(model, autocast, device):
+    inner = _attention_mode(attention, device) == "as-run"
+    tracker = LifetimeTracker(fused_attention=not inner)
+    below = InnerStorages(tracker) if inner else contextlib.nullcontext()
+    with _params_swapped_through_step(train), autocast_forward(model, autocast, device), below:
         trace = run_capture(model, inputs, train=train, device=device, dtype=dtype, optimizer=optimizer,
                             loss_fn=loss_fn, observers=[tracker])
     return trace, tracker.finish()
+
+
+ATTENTION_MODES = ("auto", "fused", "as-run")
+
+
+def _attention_mode(attention: str, device: str) -> str:
+    if attention not in ATTENTION_MODES:
+        raise InputError(f"attention must be one of {', '.join(ATTENTION_MODES)}, not {attention!r}")
+    if attention == "auto":
+        return "fused" if torch.device(device).type == "meta" else "as-run"
+    return attention
 
 
 # -- analysis of one trace ------------------------------------------------------------------------
@@ -155,27 +176,74 @@ def classify(records: list[StorageRecord], trace: Trace) -> list[str]:
     return out
 
 
-def build_timeline(records: list[StorageRecord], cats: list[str], n: int) -> dict[str, list[int]]:
-    """Live bytes after each of the ``n`` ops, per category (difference arrays, O(records + n))."""
-    diff = {c: [0] * (n + 1) for c in CATEGORIES}
+class _Steps:
+    """Fine positions of the run: each event is one step, plus one per inner kernel call of a fused op
+    whose storages are tracked (``attention="as-run"``), so memory made and freed inside a fused op
+    counts at its own moment instead of all at once."""
+
+    def __init__(self, records: list[StorageRecord], n: int) -> None:
+        subs = [0] * n
+        for r in records:
+            if 0 <= r.start < n and r.start_sub > subs[r.start]:
+                subs[r.start] = r.start_sub
+            if r.end is not None and 0 <= r.end < n and r.end_sub < END_SUB and r.end_sub > subs[r.end]:
+                subs[r.end] = r.end_sub
+        self.subs = subs
+        self.offset = []
+        g = 0
+        for k in range(n):
+            self.offset.append(g)
+            g += subs[k] + 1
+        self.count = g
+
+    def span(self, r: StorageRecord) -> tuple[int, int]:
+        """First and last step ``r`` is alive at (last < first: never alive during the run)."""
+        n = len(self.subs)
+        if r.start >= n:
+            return 0, -1
+        first = 0 if r.start < 0 else self.offset[r.start] + min(r.start_sub, self.subs[r.start])
+        if r.end is None or r.end >= n:
+            last = self.count - 1
+        elif r.end < 0:
+            last = -1
+        else:
+            last = self.offset[r.end] + min(r.end_sub, self.subs[r.end])
+        return first, last
+
+
+def build_timeline(records: list[StorageRecord], cats: list[str], n: int) -> tuple[dict[str, list[int]], list[int]]:
+    """Live bytes after each of the ``n`` ops, per category, and the fine step each value was read at.
+
+    Difference arrays over the fine steps (O(records + steps)); an event with inner steps reports its
+    largest one.
+    """
+    steps = _Steps(records, n)
+    g = steps.count
+    diff = {c: [0] * (g + 1) for c in CATEGORIES}
     for r, c in zip(records, cats):
-        s = max(r.start, 0)
-        e = n - 1 if r.end is None else min(r.end, n - 1)
-        if e < s:
+        a, b = steps.span(r)
+        if b < a:
             continue
         d = diff[c]
-        d[s] += r.nbytes
-        d[e + 1] -= r.nbytes
-    out = {}
+        d[a] += r.nbytes
+        d[b + 1] -= r.nbytes
+    fine: dict[str, list[int]] = {}
     for c in CATEGORIES:
         acc = 0
         row = []
         d = diff[c]
-        for i in range(n):
+        for i in range(g):
             acc += d[i]
             row.append(acc)
-        out[c] = row
-    return out
+        fine[c] = row
+    if g == n:
+        return fine, list(range(n))
+    total = [sum(fine[c][i] for c in CATEGORIES) for i in range(g)]
+    at = []
+    for k in range(n):
+        lo = steps.offset[k]
+        at.append(max(range(lo, lo + steps.subs[k] + 1), key=total.__getitem__))
+    return {c: [fine[c][j] for j in at] for c in CATEGORIES}, at
 
 
 def _phases(trace: Trace) -> list[PhaseSpan]:
@@ -213,12 +281,14 @@ def analyze_memory(
     autocast: torch.dtype | None = None,
     master_weights: bool | None = None,
     top: int = 10,
+    attention: str | None = None,
 ) -> MemoryReport:
     """Timeline, peaks and largest tensors of one captured run (pure: reads the trace and records)."""
     records = _complete(records, trace)
     cats = classify(records, trace)
     n = len(trace.events)
-    by_cat = build_timeline(records, cats, n)
+    by_cat, fine_at = build_timeline(records, cats, n)
+    steps = _Steps(records, n)
     total = [sum(by_cat[c][i] for c in CATEGORIES) for i in range(n)]
     sizes = {c: 0 for c in CATEGORIES}
     for r, c in zip(records, cats):
@@ -252,12 +322,12 @@ def analyze_memory(
 
     # largest tensors alive at the peak --------------------------------------------------------------
     alive = []
+    g_peak = fine_at[i_peak] if i_peak >= 0 else -1
     for r, c in zip(records, cats):
         if c in ("parameters", "buffers"):
             continue
-        s = max(r.start, 0)
-        e = n - 1 if r.end is None else r.end
-        if s <= i_peak <= e:
+        a, b = steps.span(r)
+        if a <= g_peak <= b:
             alive.append((r, c))
     alive.sort(key=lambda rc: -rc[0].nbytes)
     largest = [
@@ -270,6 +340,10 @@ def analyze_memory(
     if autocast is not None and trace.mode == "meta":
         notes.append("autocast on meta tensors is emulated with the CUDA autocast policy at the Python call level "
                      "(see docs/memory.md)")
+    if attention == "fused" and any(ev.op == "modelmeter.sdpa" for ev in trace.events):
+        notes.append("attention counted as a fused kernel (flash / memory-efficient: only its output is kept); "
+                     "a math kernel (CPU training with attention dropout) also keeps the attention weights: "
+                     "attention='as-run' counts them")
     if master:
         notes.append(f"training in {trace.dtype}: fp32 master weights ({trainable:,} x 4 B) and fp32 optimizer "
                      "state are added to the steady-state peak and the budget")
@@ -525,6 +599,7 @@ def memory_profile(
     master_weights: bool | None = None,
     inputs_for_batch: Callable[[int], Any] | None = None,
     kv_context: int | None = None,
+    attention: str = "auto",
     top: int = 10,
     name: str | None = None,
 ) -> MemoryReport:
@@ -536,7 +611,10 @@ def memory_profile(
     batch (each a meta capture; tensors whose leading dimension is the inputs' batch are resized, or
     ``inputs_for_batch(b)`` builds them). ``fits`` (bytes or '24GiB') marks the rows that fit and
     searches the largest batch that fits. Decoder LMs also get a KV-cache estimate (context
-    ``kv_context``, default the model's maximum). The model is left as it was.
+    ``kv_context``, default the model's maximum). ``attention`` says what scaled-dot-product
+    attention keeps: "fused" (a flash / memory-efficient kernel: its output), "as-run" (every storage
+    of the kernels that ran; on meta the math kernel, as CPU training with attention dropout) or "auto"
+    (fused on meta, as-run on real devices). The model is left as it was.
     """
     from ..api import parse_dtype
     from ..units import parse_bytes
@@ -558,14 +636,17 @@ def memory_profile(
     for b in sizes:
         if not isinstance(b, int) or isinstance(b, bool) or b < 1:
             raise InputError(f"batch sizes must be positive integers, not {b!r}")
+    _attention_mode(attention, device)
     base = batch_size_of(inputs)
     if (sizes or mem is not None) and inputs_for_batch is None and base is None:
         raise InputError("the inputs have no batch dimension to vary: pass inputs_for_batch")
 
     def capture(inp: Any, dev: str) -> MemoryReport:
+        mode = _attention_mode(attention, device)  # the per-batch captures on meta keep the main run's choice
         trace, records = capture_with_lifetimes(model, inp, train=train, device=dev, dtype=dt, optimizer=optimizer,
-                                                loss_fn=loss_fn, autocast=ac)
-        return analyze_memory(model, trace, records, name=name, autocast=ac, master_weights=master_weights, top=top)
+                                                loss_fn=loss_fn, autocast=ac, attention=mode)
+        return analyze_memory(model, trace, records, name=name, autocast=ac, master_weights=master_weights, top=top,
+                              attention=mode)
 
     report = capture(inputs, device)
 

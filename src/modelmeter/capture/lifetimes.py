@@ -23,6 +23,11 @@ Storages first seen as inputs (parameters, buffers, the model's inputs, tensors 
 run, and outputs of fused ops whose inner kernels the capture does not record) are tracked from that
 point: the analysis dates parameters, buffers and inputs from the start of the run, and an output of
 ``modelmeter.sdpa`` from that event (its ``created`` field is filled after the observers ran).
+
+The capture records scaled-dot-product attention as one fused event and does not pass its inner
+kernels to observers. With :class:`InnerStorages` (a dispatch mode entered below the capture) the
+tracker also sees the storages those kernels create and keep, e.g. the attention weights the math
+kernel saves for backward; without it, attention costs what a fused kernel keeps (its output).
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from .events import OpEvent, TensorMeta
 
@@ -54,7 +60,14 @@ class StorageRecord:
     phase: str
     shape: tuple[int, ...]
     dtype: str
-    seen_as: str  # "output" or "input" (first seen as an input: created outside recorded ops)
+    seen_as: str  # "output"; "input" (first seen as an input: made outside recorded ops); "inner" (inside a fused op)
+    # position inside the start / end event, for storages made or freed by the kernels of a fused op:
+    # step 0 is the op itself, steps 1.. its inner kernel calls; END_SUB = until the event is over
+    start_sub: int = 0
+    end_sub: int = 1 << 62
+
+
+END_SUB = 1 << 62
 
 
 class LifetimeTracker:
@@ -63,10 +76,15 @@ class LifetimeTracker:
     Call :meth:`finish` once the captured run returned, then read :attr:`records`.
     """
 
-    def __init__(self, mode: str = "callback") -> None:
+    def __init__(self, mode: str = "callback", *, fused_attention: bool = True) -> None:
         if mode not in ("callback", "poll"):
             raise ValueError(f"mode must be 'callback' or 'poll', not {mode!r}")
         self.mode = mode
+        # hold what a fused attention kernel saves for backward (q, k, v, out) until its backward runs,
+        # whatever kernel really ran underneath (off when the inner kernels are tracked as they run)
+        self.fused_attention = fused_attention
+        self._held: dict[int, list[Any]] = {}  # id(TensorMeta of an sdpa output) -> storages held
+        self._held_fwd: tuple[OpEvent, list[Any]] | None = None  # an sdpa event whose output is not held yet
         self.records: list[StorageRecord] = []
         self.events: list[OpEvent] = []
         self._live: dict[int, int] = {}  # storage key -> slot of the live StorageImpl at that address
@@ -76,6 +94,8 @@ class LifetimeTracker:
         self._pending_sdpa: OpEvent | None = None  # an sdpa event whose outputs were filled after it
         self._sdpa_outputs: dict[int, int] = {}  # storage key -> index of the sdpa event that made it
         self._last_sdpa_backward: int | None = None
+        self._inner_pending: list[int] = []  # slots opened by inner() since the last event
+        self._sub = 0  # inner kernel calls since the last event
         self._next_slot = 0
         self._finished = False
 
@@ -85,17 +105,34 @@ class LifetimeTracker:
         i = ev.index
         if self._died or self.mode == "poll":
             self._collect(i - 1)
+        self._sub = 0
+        if self._inner_pending:
+            self._claim(ev)
         if self._pending_sdpa is not None:
-            for t in self._pending_sdpa.outputs:
-                self._sdpa_outputs[t.storage_key] = self._pending_sdpa.index
+            sd = self._pending_sdpa
+            for t in sd.outputs:
+                slot = self._live.get(t.storage_key)
+                if slot is None:
+                    self._sdpa_outputs[t.storage_key] = sd.index
+                else:  # made by an inner kernel, already tracked: name it after the fused op
+                    rec = self.records[self._slot_record[slot]]
+                    if rec.seen_as == "inner" and rec.start == sd.index:
+                        rec.op, rec.seen_as = sd.op, "output"
             self._pending_sdpa = None
         if ev.op == _SDPA:
             # its output does not exist yet when observers run: picked up at the next event
             self._pending_sdpa = ev
+            if self.fused_attention and torch.is_grad_enabled() and any(t.requires_grad for t in ev.inputs[:3]):
+                held = [torch.UntypedStorage._new_with_weak_ptr(t.storage_key) for t in ev.inputs[:3]]
+                self._held_fwd = (ev, [h for h in held if h is not None])
             return
+        if self._held_fwd is not None:
+            self._hold_output()
         if ev.op == _SDPA_BACKWARD:
             # metadata copied from the forward call: the gradients it makes are seen when used
             self._last_sdpa_backward = i
+            if ev.inputs:
+                self._held.pop(id(ev.inputs[-1]), None)  # the forward's output: release what it saved
             return
         live = self._live
         for t in ev.inputs:
@@ -110,8 +147,71 @@ class LifetimeTracker:
                 self._end_record(self._slot_record[slot], i - 1)
                 self._slot_record[slot] = self._new_record(t, i, ev.op, ev.module, ev.phase, "output")
 
+    def inner(self, op: str, args: Any, out: Any) -> None:
+        """Called by :class:`InnerStorages` with every aten call's result, recorded or not.
+
+        Storages not seen yet are tracked from now on, dated at the last recorded event; the next
+        event claims the ones that are its outputs. The rest were made inside a fused op the capture
+        records as one event (``modelmeter.sdpa`` and its backward): they keep that event's date.
+        """
+        if not self.events or self._finished:
+            return
+        self._sub += 1
+        if self._died or self.mode == "poll":
+            # died before this kernel ran (a dead storage's address may be reused right now)
+            self._collect(len(self.events) - 1, self._sub - 1)
+        last = self.events[-1]
+        skip = {t.untyped_storage()._cdata for t in _tensors(args)}
+        for t in _tensors(out):
+            st = t.untyped_storage()
+            if st._cdata in self._live or st._cdata in skip:
+                continue
+            meta = TensorMeta(shape=tuple(t.shape), dtype=t.dtype, device=t.device.type, storage_key=st._cdata,
+                              storage_nbytes=st.nbytes())
+            slot = self._open(meta, len(self.events) - 1, f"{op} (inside {last.op})", last.module, last.phase,
+                              "inner", storage=st)
+            self.records[self._slot_record[slot]].start_sub = self._sub
+            self._inner_pending.append(slot)
+
+    def _claim(self, ev: OpEvent) -> None:
+        pending = set(self._inner_pending)
+        self._inner_pending.clear()
+        if ev.op == _SDPA_BACKWARD:
+            # its first inner op ran before the capture emitted this event: date them all here
+            for slot in pending:
+                rid = self._slot_record.get(slot)
+                if rid is not None:
+                    rec = self.records[rid]
+                    rec.start, rec.start_sub = ev.index, 0
+                    rec.op = rec.op.rsplit(" (inside ", 1)[0] + f" (inside {ev.op})"
+                    rec.module, rec.phase = ev.module, ev.phase
+            return
+        for t in ev.outputs:
+            slot = self._live.get(t.storage_key)
+            if slot in pending:
+                rid = self._slot_record.get(slot)
+                if rid is not None:
+                    rec = self.records[rid]
+                    rec.start, rec.op, rec.module, rec.phase, rec.seen_as = ev.index, ev.op, ev.module, ev.phase, "output"
+                    rec.start_sub = 0
+
+    def _hold_output(self) -> None:
+        fwd, held = self._held_fwd  # type: ignore[misc]
+        self._held_fwd = None
+        if not fwd.outputs:
+            return
+        slot = self._live.get(fwd.outputs[0].storage_key)
+        ref = self._refs.get(slot) if slot is not None else None
+        if ref is not None:
+            st = ref() if self.mode == "callback" else torch.UntypedStorage._new_with_weak_ptr(ref.cdata)
+            if st is not None:
+                held.append(st)
+        self._held[id(fwd.outputs[0])] = held
+
     def finish(self) -> list[StorageRecord]:
         """Collect deaths after the last op. Storages still alive keep ``end=None``."""
+        self._held.clear()
+        self._held_fwd = None
         if not self._finished:
             self._collect(len(self.events) - 1)
             self._finished = True
@@ -138,11 +238,12 @@ class LifetimeTracker:
         ))
         return len(self.records) - 1
 
-    def _open(self, t: TensorMeta, start: int, op: str, module: str, phase: str, seen_as: str) -> None:
+    def _open(self, t: TensorMeta, start: int, op: str, module: str, phase: str, seen_as: str,
+              storage: Any = None) -> int:
         # the running op still references the tensor, so its StorageImpl is alive: lock it by address
-        st = torch.UntypedStorage._new_with_weak_ptr(t.storage_key)
+        st = storage if storage is not None else torch.UntypedStorage._new_with_weak_ptr(t.storage_key)
         if st is None:  # pragma: no cover - cannot happen for a tensor the op still holds
-            return
+            return -1
         slot = self._next_slot
         self._next_slot += 1
         self._slot_record[slot] = self._new_record(t, start, op, module, phase, seen_as)
@@ -154,14 +255,16 @@ class LifetimeTracker:
             from torch.multiprocessing.reductions import StorageWeakRef
 
             self._refs[slot] = StorageWeakRef(st)
+        return slot
 
-    def _end_record(self, rid: int, end: int) -> None:
+    def _end_record(self, rid: int, end: int, end_sub: int = END_SUB) -> None:
         rec = self.records[rid]
         rec.end = end
+        rec.end_sub = end_sub
         if 0 <= end < len(self.events):
             self.events[end].released.append(rec.key)
 
-    def _collect(self, end: int) -> None:
+    def _collect(self, end: int, end_sub: int = END_SUB) -> None:
         """Close every storage that died since the last call: it was last alive after event ``end``."""
         if self.mode == "poll":
             dead = [slot for slot, ref in self._refs.items() if ref.expired()]
@@ -176,7 +279,33 @@ class LifetimeTracker:
             rec = self.records[rid]
             if self._live.get(rec.key) == slot:
                 del self._live[rec.key]
-            self._end_record(rid, end)
+            self._end_record(rid, end, end_sub)
 
 
-__all__ = ["LifetimeTracker", "StorageRecord"]
+class InnerStorages(TorchDispatchMode):
+    """A dispatch mode entered *below* the capture's recorder (enter it before the capture starts).
+
+    The recorder passes every aten call down to it, including the kernels inside fused ops it records
+    as one event (scaled-dot-product attention and its backward); their results go to
+    :meth:`LifetimeTracker.inner`, so storages those kernels keep (attention weights saved for backward
+    by the math kernel, the log-sum-exp of a flash kernel) are tracked too.
+    """
+
+    def __init__(self, tracker: LifetimeTracker) -> None:
+        super().__init__()
+        self.tracker = tracker
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        self.tracker.inner(str(func), (args, kwargs), out)
+        return out
+
+
+def _tensors(x: Any) -> list[torch.Tensor]:
+    from torch.utils._pytree import tree_leaves
+
+    return [t for t in tree_leaves(x) if isinstance(t, torch.Tensor) and t.layout == torch.strided]
+
+
+__all__ = ["InnerStorages", "LifetimeTracker", "StorageRecord", "END_SUB"]
