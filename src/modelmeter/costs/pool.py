@@ -71,8 +71,7 @@ def _adaptive(kind: str):
     return rule
 
 
-register_rule("aten._adaptive_avg_pool2d", "aten._adaptive_avg_pool3d", "aten.adaptive_avg_pool1d",
-              "aten._adaptive_avg_pool1d")(_adaptive("avg"))
+register_rule("aten._adaptive_avg_pool2d", "aten._adaptive_avg_pool3d", "aten.adaptive_avg_pool1d")(_adaptive("avg"))
 register_rule("aten.adaptive_max_pool2d", "aten.adaptive_max_pool3d", "aten.adaptive_max_pool1d")(_adaptive("max"))
 
 
