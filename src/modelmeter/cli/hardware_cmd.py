@@ -44,6 +44,8 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     ca.add_argument("--dtypes", default=None, help="dtypes to measure, comma-separated (default: fp32, plus bf16/fp16 "
                     "where the device has a fast path)")
     ca.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's default)")
+    ca.add_argument("--cpu-time", action="store_true", help="time with the thread's CPU time instead of wall time "
+                    "(CPU, with --threads 1): ignores other processes competing for the cores")
     ca.add_argument("--name", default=None, help="entry name (default local-<device name>)")
     ca.add_argument("--output", default=None, metavar="PATH",
                     help="hardware JSON file to save into (default ~/.config/modelmeter/hardware.json)")
@@ -231,7 +233,7 @@ def _calibrate(args: Any, console: Any) -> int:
         torch.set_num_threads(args.threads)
     try:
         with console.status(f"measuring {args.device} for about {args.seconds:g} s ..."):
-            cal = calibrate(args.device, dtypes=dtypes, seconds=args.seconds, name=args.name)
+            cal = calibrate(args.device, dtypes=dtypes, seconds=args.seconds, name=args.name, cpu_time=args.cpu_time)
     finally:
         torch.set_num_threads(saved_threads)
     if args.json:

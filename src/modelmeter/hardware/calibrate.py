@@ -83,17 +83,22 @@ def _sync_fn(device: str) -> Callable[[], None]:
     return lambda: None
 
 
+#: the clock samples are read from: wall time, or the calling thread's CPU time (``cpu_time=True``)
+_CLOCK: list[Callable[[], float]] = [time.perf_counter]
+
+
 def _time_calls(fn: Callable[[], Any], sync: Callable[[], None], budget_s: float, min_calls: int = 2,
                 max_calls: int = 10_000) -> list[float]:
     """Seconds per call of ``fn``, one sample per call, until the budget (at least ``min_calls``)."""
+    clock = _CLOCK[-1]
     samples: list[float] = []
     start = time.perf_counter()
     while len(samples) < max_calls:
         sync()
-        t0 = time.perf_counter()
+        t0 = clock()
         fn()
         sync()
-        samples.append(time.perf_counter() - t0)
+        samples.append(clock() - t0)
         if len(samples) >= min_calls and time.perf_counter() - start >= budget_s:
             break
     return samples
@@ -178,12 +183,19 @@ def calibrate(
     seconds: float = 4.0,
     name: str | None = None,
     copy_bytes: int | None = None,
+    cpu_time: bool = False,
 ) -> Calibration:
-    """Measure ``device`` ('cpu' or 'cuda[:i]') for about ``seconds`` and build its device entry."""
+    """Measure ``device`` ('cpu' or 'cuda[:i]') for about ``seconds`` and build its device entry.
+
+    ``cpu_time=True`` (CPU, one torch thread) reads the calling thread's CPU time instead of wall time, so
+    that other processes competing for the cores do not count: the ceilings of an unshared core.
+    """
     import torch
 
     if not seconds > 0:
         raise InputError(f"--seconds must be > 0, not {seconds}")
+    if cpu_time and (not str(device).startswith("cpu") or torch.get_num_threads() != 1):
+        raise InputError("cpu_time measures one CPU thread: use device 'cpu' with one torch thread (--threads 1)")
     dev_text = str(device)
     kind = dev_text.split(":")[0]
     if kind == "cpu":
@@ -204,16 +216,20 @@ def calibrate(
     # budget: 65% matmuls, 25% bandwidth, 10% overhead
     mm_budget = 0.65 * seconds / max(len(keys), 1)
     results = []
-    with torch.inference_mode():
-        for key in keys:
-            results.append(measure_matmul(dev_text, key, mm_budget))
-        if copy_bytes is None:
-            llc = max(dev.cache_bytes.values(), default=32 << 20)
-            copy_bytes = max(256 << 20, 8 * llc)
-            if dev.memory_bytes:
-                copy_bytes = min(copy_bytes, dev.memory_bytes // 8)
-        bw, bw_samples = measure_bandwidth(dev_text, copy_bytes, 0.25 * seconds)
-        overhead = measure_launch_overhead(dev_text, 0.1 * seconds)
+    _CLOCK.append(time.thread_time if cpu_time else time.perf_counter)
+    try:
+        with torch.inference_mode():
+            for key in keys:
+                results.append(measure_matmul(dev_text, key, mm_budget))
+            if copy_bytes is None:
+                llc = max(dev.cache_bytes.values(), default=32 << 20)
+                copy_bytes = max(256 << 20, 8 * llc)
+                if dev.memory_bytes:
+                    copy_bytes = min(copy_bytes, dev.memory_bytes // 8)
+            bw, bw_samples = measure_bandwidth(dev_text, copy_bytes, 0.25 * seconds)
+            overhead = measure_launch_overhead(dev_text, 0.1 * seconds)
+    finally:
+        _CLOCK.pop()
     wall = time.perf_counter() - t_start
     threads = torch.get_num_threads()
     now = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
@@ -247,6 +263,7 @@ def calibrate(
             "date": now,
             "host": host,
             "threads": threads,
+            "clock": "thread CPU time" if cpu_time else "wall time",
             "cores": dev.cores,
             "torch_version": torch.__version__,
             "schema": SCHEMA,
