@@ -246,3 +246,26 @@ def test_real_cpu_timing_is_positive_and_consistent():
     assert s.n == len(t.samples_s) >= 5
     assert 0 < s.min_s <= s.p25_s <= s.p50_s <= s.p75_s <= s.p90_s <= s.p99_s <= s.max_s
     assert t.threads == torch.get_num_threads()
+
+
+def test_cpu_busy_ratio_flags_a_process_waiting_for_a_core():
+    wall = FakeClock()
+    cpu = FakeClock()
+
+    def half_on_cpu():  # 10 ms of wall time, of which the process ran 5 ms
+        wall.t += 10 * MS
+        cpu.t += 5 * MS
+
+    s = HarnessSettings(warmup_calls=1, warmup_s=0, budget_s=0.05, min_samples=1, target_rel_precision=None)
+    t = measure(half_on_cpu, timer=DeviceTimer(wall), settings=s, cpu_clock=cpu)
+    assert t.cpu_busy_cores == pytest.approx(0.5)
+    assert any("waited for a core" in w for w in t.warnings)
+
+    def busy():
+        wall.t += 10 * MS
+        cpu.t += 10 * MS
+
+    t = measure(busy, timer=DeviceTimer(wall), settings=s, cpu_clock=cpu)
+    assert t.cpu_busy_cores == pytest.approx(1.0) and not any("waited" in w for w in t.warnings)
+    # an injected wall clock without a CPU clock records nothing
+    assert measure(busy, timer=DeviceTimer(wall), settings=s).cpu_busy_cores is None

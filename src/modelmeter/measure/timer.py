@@ -44,6 +44,13 @@ class PerfCounterClock:
         return time.perf_counter_ns()
 
 
+class ProcessTimeClock:
+    """CPU time of this process, all threads (``time.process_time_ns``)."""
+
+    def now_ns(self) -> int:
+        return time.process_time_ns()
+
+
 @dataclass(frozen=True)
 class Progress:
     """Passed to a progress callback after each warm-up call and each timed sample."""
@@ -198,12 +205,19 @@ def measure(
     device: str = "cpu",
     threads: int | None = None,
     progress: ProgressCallback | None = None,
+    cpu_clock: Clock | None = None,
 ) -> Timing:
-    """Time ``fn()`` (inputs already on the device) and return raw samples with their statistics."""
+    """Time ``fn()`` (inputs already on the device) and return raw samples with their statistics.
+
+    ``cpu_clock`` reads this process's CPU time (default ``time.process_time_ns`` when the timer uses the
+    real host clock, none with an injected clock) to report how busy the process was while timed.
+    """
     settings = settings or HarnessSettings()
     settings.validate()
     timer = timer or device_timer(device)
     clock = timer.clock
+    if cpu_clock is None and isinstance(clock, PerfCounterClock):
+        cpu_clock = ProcessTimeClock()
 
     with num_threads(threads) as used_threads:
         # warm-up: lazy init, allocator growth, autotuning, clock ramp-up ------------------------------
@@ -229,6 +243,7 @@ def measure(
         # timed samples -----------------------------------------------------------------------------
         samples: list[float] = []
         ordered: list[float] = []
+        c0 = cpu_clock.now_ns() if cpu_clock is not None else 0
         t0 = clock.now_ns()
         stop = "max-samples"
         while len(samples) < settings.max_samples:
@@ -249,12 +264,18 @@ def measure(
                 stop = "budget"
                 break
         timed_wall_s = (clock.now_ns() - t0) / 1e9
+        cpu_s = (cpu_clock.now_ns() - c0) / 1e9 if cpu_clock is not None else None
 
     stats = summarize(samples)
     warnings = spread_warnings(stats)
     if stats.min_s <= 0:
         warnings.append("some samples are 0 s: the clock is too coarse for this call; "
                         "results are not meaningful")
+    busy = cpu_s / timed_wall_s if (cpu_s is not None and timed_wall_s > 0) else None
+    if busy is not None and timer.name == "perf_counter_ns" and busy < 0.8:
+        warnings.append(f"the process used {busy:.2f} CPU cores on average while timed with {used_threads} "
+                        f"thread(s): it waited for a core (other load on this machine); per-call p50 and block "
+                        f"means diverge under such load")
     if timed_wall_s > 1.5 * settings.budget_s and stop == "budget":
         warnings.append(f"ran {timed_wall_s:.2f} s, past the {settings.budget_s:g} s budget, to take the minimum "
                         f"of {settings.min_samples} samples")
@@ -273,8 +294,9 @@ def measure(
         samples_s=samples,
         stats=stats,
         warnings=warnings,
+        cpu_busy_cores=busy,
     )
 
 
-__all__ = ["Clock", "CudaEventTimer", "DeviceTimer", "HarnessSettings", "MpsTimer", "PerfCounterClock", "Progress",
-           "ProgressCallback", "device_timer", "measure", "num_threads"]
+__all__ = ["Clock", "CudaEventTimer", "DeviceTimer", "HarnessSettings", "MpsTimer", "PerfCounterClock",
+           "ProcessTimeClock", "Progress", "ProgressCallback", "device_timer", "measure", "num_threads"]

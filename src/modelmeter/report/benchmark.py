@@ -57,6 +57,9 @@ class Timing:
     samples_s: list[float]  # raw samples in the order taken, seconds per call
     stats: LatencyStats
     warnings: list[str] = field(default_factory=list)
+    #: CPU time of this process during the timed loop / timed wall time, in cores (1.0 = one core busy
+    #: all the time); well below the thread count on CPU means the process waited for a core (other load)
+    cpu_busy_cores: float | None = None
 
 
 @dataclass(frozen=True)
