@@ -69,25 +69,18 @@ def test_language_models_macs_and_flops_identical(name, train):
 
 @pytest.mark.parametrize("name", ["gpt2", "bert", "llama"])
 def test_language_models_bytes_identical_inference(name):
-    # the (B, L, H, d) queries of Hugging Face attention: SDPA's output layout agrees on meta and CPU
+    # the (B, L, H, d) queries of Hugging Face attention: SDPA's output layout agrees on meta and CPU,
+    # so the .transpose(1, 2).contiguous() after attention copies in neither mode
     m = _lm(name)
     a = mm.profile(m, IDS, device="meta")
     b = mm.profile(m, IDS, device="cpu")
     assert _counts(a) == _counts(b)
 
 
-SDPA_LAYOUT = (
-    "capture (capture/tracer.py _State.sdpa): on meta the output of F.scaled_dot_product_attention is always "
-    "restrided to (B, L, H, d) and its gradients keep the math kernel's (B, H, L, d), while on CPU the layouts "
-    "follow the kernel PyTorch picks (flash: output like the query, gradients (B, L, H, d); math when "
-    "dropout_p > 0: all (B, H, L, d)); the model's following transpose().contiguous() copies in one mode only. "
-    "Fix: on meta, call the meta kernel of aten._scaled_dot_product_flash_attention_for_cpu when the CPU "
-    "would pick flash, else the math path unchanged (see the report)")
-
-
 @pytest.mark.parametrize("name", ["gpt2", "bert", "llama"])
-@pytest.mark.xfail(strict=True, reason=SDPA_LAYOUT)
 def test_language_models_bytes_identical_training(name):
+    # gradients of the CPU flash kernel are (B, L, H, d) and BERT's dropout sends the CPU to the math
+    # kernel: the meta run must take the same kernel to get the same layouts, hence the same copies
     m = _lm(name)
     a = mm.profile(m, IDS, device="meta", train=True)
     b = mm.profile(m, IDS, device="cpu", train=True)
@@ -107,7 +100,6 @@ class ContiguousHeads(nn.Module):
 
 
 @pytest.mark.parametrize("train", [False, True])
-@pytest.mark.xfail(strict=True, reason=SDPA_LAYOUT)
 def test_contiguous_heads_bytes_identical(train):
     x = torch.randn(2, 8, 32)
     a = mm.profile(ContiguousHeads(), x, device="meta", train=train)
@@ -116,11 +108,8 @@ def test_contiguous_heads_bytes_identical(train):
     assert _counts(a) == _counts(b)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "capture (capture/run.py run_capture.move): an input that requires grad is moved to meta with .to(), "
-    "so backward tries to copy its gradient from meta back to the CPU leaf ('Cannot copy out of meta "
-    "tensor'); fix: move inputs as t.detach().to(...).requires_grad_(t.requires_grad)"))
 def test_inputs_that_require_grad_on_meta():
+    # the input is moved to meta as a new leaf: its gradient is computed on meta, not copied back
     lin = torch.nn.Linear(4, 4)
     x = torch.randn(2, 4, requires_grad=True)
     r = mm.profile(lin, x, train=True, device="meta")

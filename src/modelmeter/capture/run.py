@@ -137,8 +137,12 @@ def run_capture(
         param_paths[id(used_params[n])] = n.rsplit(".", 1)[0] if "." in n else ""
 
     def move(t: torch.Tensor) -> torch.Tensor:
+        # a fresh leaf: the user's input (and any graph behind it) is never written to by backward
         target_dtype = dtype if (dtype is not None and t.dtype.is_floating_point) else t.dtype
-        return t.to(device=dev, dtype=target_dtype)
+        new = t.detach().to(device=dev, dtype=target_dtype)
+        if t.requires_grad and train and (new.dtype.is_floating_point or new.dtype.is_complex):
+            new.requires_grad_(True)
+        return new
 
     args = _map_tensors(args, move)
     kwargs = _map_tensors(kwargs, move)
@@ -172,6 +176,7 @@ def run_capture(
         model.train(train)
         with capturing(model, st):
             try:
+                st.tag_nodes = train
                 with torch.set_grad_enabled(train):
                     if state is not None:
                         out = torch.func.functional_call(model, state, args, kwargs, tie_weights=True, strict=False)

@@ -105,9 +105,18 @@ class _SdpaMode(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204
         kwargs = kwargs or {}
-        if func is F.scaled_dot_product_attention and not self.s.suppress:
-            return self.s.sdpa(func, args, kwargs)
-        return func(*args, **kwargs)
+        s = self.s
+        if func is F.scaled_dot_product_attention and not s.suppress:
+            return s.sdpa(func, args, kwargs)
+        out = func(*args, **kwargs)
+        if s.tag_nodes and isinstance(out, torch.Tensor):
+            fn = out.grad_fn
+            if fn is not None and MODULE_KEY not in fn.metadata:
+                # every autograd node this call created belongs to the module running now; tagging
+                # here (not when a module returns) keeps a parent's ops made before it calls a child
+                # with the parent in backward
+                _tag_graph(fn, MODULE_KEY, s.stack[-1], set())
+        return out
 
 
 class _State:
@@ -129,6 +138,7 @@ class _State:
         self.known_storages: set[int] = set()
         self.data_dependent: list[str] = []
         self.observers: list[Callable[[OpEvent], None]] = []
+        self.tag_nodes = False  # set while autograd records (training forward)
 
     # -- events -------------------------------------------------------------------------------
     def record(self, name: str, func: Any, module: str, phase: str, args: Any, kwargs: Any, out: Any) -> OpEvent:
@@ -193,13 +203,9 @@ class _State:
         )
         self.suppress += 1
         try:
-            out = func(*args, **kwargs)
-            if out.device.type == "meta" and out.dim() == 4:
-                # On meta PyTorch runs the math path, whose output is laid out (B, H, L, D); the fused
-                # CPU and CUDA kernels return (B, L, H, D) memory viewed as (B, H, L, D). Give the meta
-                # output the fused layout, so that a model's transpose(1, 2).contiguous() is a no-op
-                # copy on meta exactly as on a real device and bytes agree between the two modes.
-                out = out.transpose(1, 2).contiguous().transpose(1, 2)
+            out = _meta_fused_sdpa(bound) if q.device.type == "meta" else None
+            if out is None:
+                out = func(*args, **kwargs)
         finally:
             self.suppress -= 1
         ev.outputs = (TensorMeta.of(out),)
@@ -263,6 +269,39 @@ class _State:
             for t in tree_leaves(output):
                 if isinstance(t, torch.Tensor) and t.grad_fn is not None:
                     _tag_graph(t.grad_fn, MODULE_KEY, path, set())
+
+
+def _meta_fused_sdpa(bound: dict[str, Any]) -> torch.Tensor | None:
+    """On meta, run the kernel a real CPU run would pick, not the math decomposition meta falls to.
+
+    PyTorch's CPU dispatch picks ``_scaled_dot_product_flash_attention_for_cpu`` for 4-D inputs with
+    equal head dims, unit last stride, floating dtype and no dropout (else the math path). Running
+    its meta kernel gives the output and gradient layouts (those of the query) and the saved tensors
+    of a real run, so bytes and memory agree between meta and CPU. Returns None to use the math path.
+    """
+    q, k, v = bound["query"], bound["key"], bound["value"]
+    mask = bound.get("attn_mask")
+    if not (q.dim() == k.dim() == v.dim() == 4):
+        return None
+    if float(bound.get("dropout_p", 0.0) or 0.0) != 0.0:
+        return None
+    if not (q.size(-1) == k.size(-1) == v.size(-1)) or q.dtype not in _FLASH_DTYPES:
+        return None
+    if q.stride(-1) != 1 or k.stride(-1) != 1 or v.stride(-1) != 1 or 0 in (q.size(2), k.size(2)):
+        return None
+    if q.size(1) != k.size(1) and not bound.get("enable_gqa", False):
+        return None
+    if isinstance(mask, torch.Tensor) and mask.dtype == torch.bool:
+        mask = torch.zeros(mask.shape, dtype=q.dtype, device=q.device).masked_fill(mask.logical_not(), float("-inf"))
+    try:
+        return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
+            q, k, v, 0.0, bool(bound.get("is_causal", False)), attn_mask=mask, scale=bound.get("scale")
+        )[0]
+    except (RuntimeError, NotImplementedError):
+        return None
+
+
+_FLASH_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
 
 
 def _tag_graph(root: Any, key: str, value: Any, stops: set[int]) -> None:
