@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from ..errors import InputError, ModelmeterError, ModelRunError
-from .events import Trace, TensorMeta
+from .events import TensorMeta, Trace
 from .tracer import _State, capturing, module_table
 
 OPTIMIZERS = ("sgd", "sgd-momentum", "adam", "adamw")
