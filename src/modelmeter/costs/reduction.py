@@ -15,7 +15,7 @@
 from __future__ import annotations
 
 from ..capture.events import OpEvent
-from .registry import Cost, register_rule
+from .registry import Cost, arguments, register_rule
 
 
 @register_rule("aten.sum", "aten.prod", "aten.amax", "aten.amin", "aten.max", "aten.min", "aten.argmax",
@@ -24,6 +24,8 @@ from .registry import Cost, register_rule
                "aten.cummax", "aten.cummin", "aten.logcumsumexp")
 def reduce(ev: OpEvent) -> Cost:
     x = ev.inputs[0]
+    if ev.packet in ("aten.max", "aten.min") and len(ev.inputs) == 2 and ev.outputs:
+        return Cost(flops=ev.outputs[0].numel)  # max.other / min.other: elementwise, per output element
     extra = 2 * x.numel if ev.packet in ("aten.logsumexp", "aten.logcumsumexp") else 0  # subtract the max, exp
     return Cost(flops=x.numel + extra)
 
@@ -46,12 +48,14 @@ def vector_norm(ev: OpEvent) -> Cost:
 
 @register_rule("aten.nll_loss_forward", "aten.nll_loss2d_forward")
 def nll_loss(ev: OpEvent) -> Cost:
-    return Cost(flops=ev.args[1].numel)  # one selected log-prob per target
+    # (self, target, weight, reduction, ignore_index): one selected log-prob accumulated per target
+    return Cost(flops=arguments(ev)["target"].numel)
 
 
 @register_rule("aten.nll_loss_backward", "aten.nll_loss2d_backward")
 def nll_loss_backward(ev: OpEvent) -> Cost:
-    return Cost(flops=ev.args[2].numel)  # one write per target (grad scaled)
+    # (grad_output, self, target, ...): one scaled gradient written per target
+    return Cost(flops=arguments(ev)["target"].numel)
 
 
 @register_rule("aten.mse_loss")
