@@ -134,11 +134,21 @@ def test_dropout_adds_two_flops_per_score():
 # -- closed form of the causal mask --------------------------------------------------------------
 
 
+def _kept(lq, lk, diagonal):
+    """Pairs kept by tril(ones(lq, lk), diagonal): key j visible to query i iff j - i <= diagonal."""
+    i = torch.arange(lq).unsqueeze(1)
+    j = torch.arange(lk).unsqueeze(0)
+    return int((j - i <= diagonal).sum())
+
+
 def test_causal_pairs_closed_form_against_the_mask():
+    for lq, lk in ((1, 1), (5, 12), (12, 5), (7, 7)):  # the comparison above is tril's definition
+        assert _kept(lq, lk, 0) == int(torch.ones(lq, lk).tril().sum())
+        assert _kept(lq, lk, lk - lq) == int(torch.ones(lq, lk).tril(lk - lq).sum())
     for lq in range(1, 13):
         for lk in range(1, 13):
-            top_left = int(torch.ones(lq, lk, dtype=torch.bool).tril().sum())  # PyTorch's is_causal
-            bottom_right = int(torch.ones(lq, lk, dtype=torch.bool).tril(lk - lq).sum())
+            top_left = _kept(lq, lk, 0)  # PyTorch's is_causal: tril(ones(Lq, Lk))
+            bottom_right = _kept(lq, lk, lk - lq)
             assert causal_pairs(lq, lk) == top_left == sum(min(i + 1, lk) for i in range(lq))
             assert causal_pairs(lq, lk, bottom_right=True) == bottom_right
 
