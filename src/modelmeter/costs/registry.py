@@ -4,6 +4,9 @@ Rules are registered once with :func:`register_rule` and are the one source of t
 MACs and FLOPs; it may leave ``bytes_read``/``bytes_written`` as ``None`` and the registry fills
 them from the op's tensors (every tensor read + every tensor written, numel x itemsize; view and
 metadata ops move nothing). Ops without a rule still get those bytes and are reported as uncounted.
+
+Rules read an op's arguments by schema name with :func:`arguments` (the dispatcher leaves trailing
+defaulted arguments out, and overloads of one op put arguments at different positions).
 """
 
 from __future__ import annotations
