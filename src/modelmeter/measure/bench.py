@@ -424,7 +424,7 @@ def benchmark(
     sweep = None
     if len(sizes) > 1:
         best = max(runs, key=lambda r: r.samples_per_s)
-        pts = [ThroughputPoint(r.batch, r.timing.stats.p50_s, r.timing.stats.p90_s, r.samples_per_s, r is best, r.timing)
+        pts = [ThroughputPoint(r.batch, r.timing.stats.p50_s, r.timing.stats.p90_s, r.samples_per_s, r is best)
                for r in runs]
         sweep = ThroughputSweep(mode=mode, points=pts, best_batch=best.batch, largest_batch_ran=max(r.batch for r in runs),
                                 oom_batch=oom_batch, stop_reason="out-of-memory" if oom_batch is not None else "done",

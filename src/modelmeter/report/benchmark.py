@@ -64,12 +64,13 @@ class Timing:
 
 @dataclass(frozen=True)
 class ThroughputPoint:
+    """One batch size of a sweep; its raw samples are in the run of the same batch (``Benchmark.runs``)."""
+
     batch: int
     latency_p50_s: float  # per batch
     latency_p90_s: float
     samples_per_s: float  # batch / latency_p50_s
     best: bool
-    timing: Timing
 
 
 @dataclass(frozen=True)
