@@ -273,9 +273,11 @@ def measure(
                         "results are not meaningful")
     busy = cpu_s / timed_wall_s if (cpu_s is not None and timed_wall_s > 0) else None
     if busy is not None and timer.name == "perf_counter_ns" and busy < 0.8:
+        hint = (f"; with {used_threads} threads every parallel region waits for its slowest thread: try fewer "
+                f"threads than free cores (--threads 1)" if used_threads > 1 else "")
         warnings.append(f"the process used {busy:.2f} CPU cores on average while timed with {used_threads} "
                         f"thread(s): it waited for a core (other load on this machine); per-call p50 and block "
-                        f"means diverge under such load")
+                        f"means diverge under such load{hint}")
     if timed_wall_s > 1.5 * settings.budget_s and stop == "budget":
         warnings.append(f"ran {timed_wall_s:.2f} s, past the {settings.budget_s:g} s budget, to take the minimum "
                         f"of {settings.min_samples} samples")
