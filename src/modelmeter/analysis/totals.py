@@ -118,6 +118,9 @@ def build_report(
     # totals ------------------------------------------------------------------------------------
     total, trainable, nbuf, bbytes = count_params(model)
     sizes = param_sizes(model, group_size)
+    # bytes as run: the stand-ins' storages are at the run dtype (e.g. --dtype bf16 on an fp32 model)
+    run_param_bytes = sum(trace.param_storages.values()) if trace.param_storages else sizes.own_bytes
+    run_buffer_bytes = sum(trace.buffer_storages.values()) if trace.buffer_storages else bbytes
     macs = sum(e.macs for e in events)
     flops = sum(e.flops for e in events)
     br = sum(e.bytes_read for e in events)
@@ -125,10 +128,10 @@ def build_report(
     input_bytes = sum(trace.input_storages.values())
     totals = Totals(
         params=total, trainable_params=trainable, frozen_params=total - trainable, buffers=nbuf,
-        param_bytes=sizes.own_bytes, buffer_bytes=bbytes, macs=macs, flops=flops, matmul_flops=2 * macs,
+        param_bytes=run_param_bytes, buffer_bytes=run_buffer_bytes, macs=macs, flops=flops, matmul_flops=2 * macs,
         bytes_read=br, bytes_written=bw, bytes_moved=br + bw,
         arithmetic_intensity=(flops / (br + bw)) if br + bw else 0.0,
-        fused_bytes_lower_bound=sizes.own_bytes + bbytes + input_bytes + trace.output_bytes,
+        fused_bytes_lower_bound=run_param_bytes + run_buffer_bytes + input_bytes + trace.output_bytes,
         ops=len(events), uncounted_ops=sum(u.calls for u in uncounted), phases=phases, param_sizes=sizes,
     )
     conventions = dict(CONVENTIONS)

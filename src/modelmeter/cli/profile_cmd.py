@@ -22,6 +22,10 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--events", action="store_true", help="include every op call in the JSON report")
     p.add_argument("--csv", metavar="PATH", help="also write one CSV row per module here")
     p.add_argument("--markdown", metavar="PATH", help="also write a Markdown report here")
+    p.add_argument("--hardware", default=None, metavar="DEV[,DEV...]",
+                   help="add roofline-predicted latency on these devices (see `modelmeter hardware list`)")
+    p.add_argument("--hardware-file", action="append", default=[], metavar="PATH",
+                   help="extra device entries (JSON/TOML), e.g. from `modelmeter hardware calibrate`")
     return p
 
 
@@ -31,6 +35,12 @@ def run(args: Any, console: Any) -> int:
 
     loaded = load_model(args)
     report = profile_loaded(loaded, args)
+    if args.hardware:
+        from ..analysis.roofline import attach, compare_devices
+        from ..hardware import load_catalog, resolve_devices
+
+        devices = resolve_devices(args.hardware, load_catalog(args.hardware_file))
+        report = attach(report, compare_devices(report, devices, batch=loaded.batch))
     if args.format == "table":
         console.print(report_renderable(report, depth=args.depth, top=args.top))
     elif args.format == "json":

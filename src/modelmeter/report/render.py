@@ -64,12 +64,24 @@ def sizes_table(r: Report) -> Table:
     return tab
 
 
+def _device_module_times(r: Report) -> list[tuple[str, dict[str, float]]]:
+    """Per device of an attached roofline: module path -> predicted time (s)."""
+    rr = r.roofline
+    devices = getattr(rr, "devices", None) or []
+    return [(d.device.name, {m.path: m.time_s for m in d.modules}) for d in devices]
+
+
 def module_table(r: Report, depth: int = 2, min_share: float = 0.0) -> Table:
+    from ..units import human_seconds
+
     total = r.totals.flops or 1
+    per_device = _device_module_times(r)
     tab = Table(title=f"modules (depth {depth})", box=box.SIMPLE_HEAD, title_justify="left")
     for col, j in [("module", "left"), ("type", "left"), ("params", "right"), ("MACs", "right"),
                    ("FLOPs", "right"), ("% FLOPs", "right"), ("bytes moved", "right"), ("calls", "right")]:
         tab.add_column(col, justify=j, no_wrap=True)  # type: ignore[arg-type]
+    for name, _ in per_device:
+        tab.add_column(f"t {name}", justify="right", no_wrap=True)
     for m in r.modules:
         if m.depth > depth:
             continue
@@ -77,9 +89,10 @@ def module_table(r: Report, depth: int = 2, min_share: float = 0.0) -> Table:
         if m.path and share < min_share:
             continue
         name = m.path.rsplit(".", 1)[-1] if m.path else "(root)"
+        times = [human_seconds(t[m.path]) if m.path in t else "-" for _, t in per_device]
         tab.add_row(
             Text("  " * m.depth + name), m.type, human_count(m.params), human_count(m.macs), human_count(m.flops),
-            f"{100 * share:.1f}", human_bytes(m.bytes_read + m.bytes_written), str(m.calls),
+            f"{100 * share:.1f}", human_bytes(m.bytes_read + m.bytes_written), str(m.calls), *times,
         )
     return tab
 

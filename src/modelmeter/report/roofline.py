@@ -340,7 +340,7 @@ def devices_table(rr: RooflineReport) -> Any:
     cols = ["device", "peak", "bandwidth", "ridge", "predicted", "fused bound", "compute / memory",
             "compute-bound", "throughput", "needs / has", "fits"]
     for c in cols:
-        tab.add_column(c, justify="left" if c == "device" else "right")
+        tab.add_column(c, justify="left" if c == "device" else "right", no_wrap=True)
     for d in rr.devices:
         dev = d.device
         has = format_memory(dev.memory_bytes) if dev.memory_bytes else "?"
@@ -512,7 +512,7 @@ def lm_table(rr: RooflineReport) -> Any:
     tab = Table(title="language model: prefill and decode", box=box.SIMPLE_HEAD, title_justify="left")
     for c in ["device", "batch", "context", "time to first token", "per output token", "tokens/s", "decode bound",
               "weights", "KV cache", "fits"]:
-        tab.add_column(c, justify="left" if c == "device" else "right")
+        tab.add_column(c, justify="left" if c == "device" else "right", no_wrap=True)
     for e in rr.lm:
         fits = {True: "[green]yes[/]", False: "[red]no[/]", None: "?"}[e.fits]
         tab.add_row(e.device, str(e.batch), str(e.context), _fmt_s(e.prefill_s), _fmt_s(e.decode_s),
