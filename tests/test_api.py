@@ -153,6 +153,9 @@ def test_dtype_override_changes_bytes_not_macs() -> None:
     assert a.totals.macs == b.totals.macs
     assert b.totals.bytes_moved * 2 == a.totals.bytes_moved
     assert b.provenance.dtype == "bfloat16"
+    # parameters as run: 212 params x 2 bytes (bf16) = 424, vs 212 x 4 = 848 at the model's own fp32
+    assert (a.totals.param_bytes, b.totals.param_bytes) == (848, 424)
+    assert b.totals.param_sizes.own_bytes == 848
 
 
 def test_dict_and_tuple_inputs() -> None:

@@ -143,3 +143,21 @@ def test_entry_point_subprocess_no_traceback() -> None:
     assert "Traceback" not in proc.stderr and proc.stderr.startswith("error: ")
     proc = subprocess.run([sys.executable, "-m", "modelmeter", "--help"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and "profile" in proc.stdout
+
+
+def test_profile_with_hardware_columns(capsys: pytest.CaptureFixture[str], factory: Path) -> None:
+    code, out, _ = run_cli(capsys, "profile", f"{factory}:make", "--hardware", "rtx-3090,h100-sxm")
+    assert code == 0
+    assert "t rtx-3090" in out and "t h100-sxm" in out
+    code, out, _ = run_cli(capsys, "profile", f"{factory}:make", "--hardware", "h100-sxm", "--format", "json")
+    d = json.loads(out)
+    validate(d)
+    (dev,) = d["roofline"]["devices"]
+    # fp32 on H100 SXM: 67e12 FLOP/s, 3.35e12 B/s. Every op here is memory-bound (intensity < 20 FLOP/B), so the
+    # unfused prediction is the total bytes over the bandwidth (no launch overhead by default).
+    assert dev["predicted_s"] == pytest.approx(d["totals"]["bytes_moved"] / 3.35e12)
+
+
+def test_profile_unknown_device(capsys: pytest.CaptureFixture[str], factory: Path) -> None:
+    code, _, err = run_cli(capsys, "profile", f"{factory}:make", "--hardware", "h900")
+    assert code == 2 and "h900" in err
