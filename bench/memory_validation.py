@@ -12,8 +12,8 @@ For each model and mode (inference; training step = forward, loss, backward, Ada
 
 Each measurement runs in a fresh subprocess (the profiler's allocator counter is process-wide).
 
-    python bench/memory_validation.py                 # all models, both modes, CPU; prints Markdown
-    python bench/memory_validation.py --json out.json # also write the raw numbers
+    python bench/memory_validation.py                 # all models, both modes, CPU; prints Markdown,
+                                                      # writes bench/results/memory_validation.json
     python bench/memory_validation.py --cuda          # compare with torch.cuda.max_memory_allocated
     python bench/memory_validation.py --llama         # Llama-3-8B AdamW training step at seq 2048 on meta
 """
@@ -253,6 +253,37 @@ def sub(what: str, name: str, mode: str, cuda: bool) -> dict[str, Any]:
     return json.loads(lines[-1])
 
 
+RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "memory_validation.json")
+
+
+def machine() -> dict[str, Any]:
+    import platform
+
+    import torch
+
+    info: dict[str, Any] = {"python": platform.python_version(), "torch": torch.__version__,
+                            "platform": platform.platform(), "cpus": os.cpu_count(),
+                            "command": " ".join([os.path.relpath(sys.executable), *sys.argv])}
+    for mod in ("torchvision", "transformers"):
+        try:
+            info[mod] = __import__(mod).__version__
+        except ImportError:
+            info[mod] = None
+    return info
+
+
+def write_results(key: str, value: Any, path: str = RESULTS) -> None:
+    """Merge ``value`` under ``key`` into the results file (with the machine it ran on)."""
+    data: dict[str, Any] = {}
+    if os.path.exists(path):
+        with open(path) as f:
+            data = json.load(f)
+    data[key] = {"machine": machine(), "results": value}
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(data, f, indent=2)
+
+
 def mib(b: float) -> str:
     return f"{b / 2**20:,.1f} MiB"
 
@@ -264,14 +295,18 @@ def main() -> None:
     ap.add_argument("--what", choices=["measure", "estimate", "estimate-as-run", "capture-cpu"], default="measure")
     ap.add_argument("--cuda", action="store_true")
     ap.add_argument("--models", default=",".join(MODELS))
-    ap.add_argument("--json")
+    ap.add_argument("--json", help=f"results file (default {os.path.relpath(RESULTS)})", default=RESULTS)
+    ap.add_argument("--no-write", action="store_true", help="print only")
     ap.add_argument("--llama", action="store_true")
     args = ap.parse_args()
     if args.one:
         one(args)
         return
     if args.llama:
-        print(json.dumps(llama(), indent=2))
+        res = llama()
+        print(json.dumps(res, indent=2))
+        if not args.no_write:
+            write_results("llama3_8b_adamw_meta", res, args.json)
         return
     rows = []
     print("| model | inputs | mode | estimate (meta) | measured (CPU allocator) | diff | estimate, attention "
@@ -297,9 +332,8 @@ def main() -> None:
                   flush=True)
             rows.append({"model": name, "mode": mode, "inputs": shape, "estimate": est, "estimate_as_run": run,
                          "capture_cpu": cpu, "measured": mea, "peak_diff": diff(est)})
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(rows, f, indent=2)
+    if not args.no_write:
+        write_results("cuda" if args.cuda else "cpu", rows, args.json)
 
 
 if __name__ == "__main__":

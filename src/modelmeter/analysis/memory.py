@@ -341,9 +341,9 @@ def analyze_memory(
         notes.append("autocast on meta tensors is emulated with the CUDA autocast policy at the Python call level "
                      "(see docs/memory.md)")
     if attention == "fused" and any(ev.op == "modelmeter.sdpa" for ev in trace.events):
-        notes.append("attention counted as a fused kernel (flash / memory-efficient: only its output is kept); "
-                     "a math kernel (CPU training with attention dropout) also keeps the attention weights: "
-                     "attention='as-run' counts them")
+        notes.append("attention counted as a fused kernel (flash / memory-efficient: it keeps q, k, v and its "
+                     "output); a math kernel (CPU training with attention dropout) also keeps the attention "
+                     "weights: attention='as-run' (--attention as-run) counts them")
     if master:
         notes.append(f"training in {trace.dtype}: fp32 master weights ({trainable:,} x 4 B) and fp32 optimizer "
                      "state are added to the steady-state peak and the budget")

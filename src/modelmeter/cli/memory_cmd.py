@@ -41,6 +41,10 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--optimizer", default=None, help="add an optimizer step: sgd, sgd-momentum, adam, adamw")
     p.add_argument("--no-master-weights", action="store_true",
                    help="with --dtype fp16/bf16 --train: do not add fp32 master weights and fp32 optimizer state")
+    p.add_argument("--attention", choices=["auto", "fused", "as-run"], default="auto",
+                   help="what scaled-dot-product attention keeps: fused (a flash kernel: q, k, v and its output), "
+                        "as-run (every tensor of the kernels that ran; on meta the math kernel, as CPU training "
+                        "with attention dropout); auto: fused on meta, as-run on real devices")
     p.add_argument("--fits", default=None, metavar="SIZE",
                    help="a memory size (24GiB, 80GB): mark what fits, find the largest batch and KV context")
     p.add_argument("--context", type=int, default=None,
@@ -72,7 +76,7 @@ def run(args: Any, console: Any) -> int:
         loaded.model, loaded.inputs, train=args.train, optimizer=args.optimizer, dtype=args.dtype,
         autocast=args.autocast, batch_sizes=batches if (len(batches) > 1 or fits is not None) else None,
         fits=fits, device=args.device, master_weights=False if args.no_master_weights else None,
-        kv_context=args.context, top=args.top, name=loaded.name,
+        kv_context=args.context, attention=args.attention, top=args.top, name=loaded.name,
     )
     if args.json != "-":
         console.print(report)
