@@ -112,3 +112,26 @@ def test_cli_memory_kv_and_errors(capsys) -> None:
     assert main(["memory", "torchvision:resnet18", "--fits", "lots"]) == 2
     with pytest.raises(SystemExit):
         main(["memory", "torchvision:resnet18", "--batch", "0,2"])
+
+
+def test_memory_section_attached_to_a_profile_report() -> None:
+    # the same capture feeds the counts and the memory: attach with dataclasses.replace
+    import dataclasses
+
+    from modelmeter.analysis.memory import analyze_memory, capture_with_lifetimes
+    from modelmeter.analysis.totals import build_report
+    from modelmeter.report.model import Report
+
+    m = mlp()
+    trace, records = capture_with_lifetimes(m, torch.randn(2, 8), train=True, optimizer="sgd")
+    report = build_report(m, trace)
+    report = dataclasses.replace(report, memory=analyze_memory(m, trace, records))
+    assert report.totals.ops == report.memory.ops  # one trace, both analyses
+    d = json.loads(report.to_json())
+    assert d["memory"]["peak_bytes"] == report.memory.peak_bytes
+    assert MemoryReport.from_dict(Report.from_dict(d).memory) == report.memory
+    console = Console(width=160, record=True, color_system=None)
+    from modelmeter.report.render import report_renderable
+
+    console.print(report_renderable(report))
+    assert "peak (this step)" in console.export_text()

@@ -120,7 +120,8 @@ def capture_with_lifetimes(
     inner = _attention_mode(attention, device) == "as-run"
     tracker = LifetimeTracker(fused_attention=not inner)
     below = InnerStorages(tracker) if inner else contextlib.nullcontext()
-    with _params_swapped_through_step(train), autocast_forward(model, autocast, device), below:
+    eager = getattr(model, "_orig_mod", model)  # a torch.compile'd module: the capture runs the eager one
+    with _params_swapped_through_step(train), autocast_forward(eager, autocast, device), below:
         trace = run_capture(model, inputs, train=train, device=device, dtype=dtype, optimizer=optimizer,
                             loss_fn=loss_fn, observers=[tracker])
     return trace, tracker.finish()
