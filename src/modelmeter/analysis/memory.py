@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -59,41 +59,6 @@ FIT_METHOD = (
 
 
 # -- capture --------------------------------------------------------------------------------------
-@contextlib.contextmanager
-def _params_swapped_through_step(enabled: bool) -> Iterator[None]:
-    """Keep the capture's stand-in parameters in the model through backward and the optimizer step.
-
-    ``run_capture`` swaps them in with ``torch.func.functional_call``, which restores the user's
-    tensors when the forward returns; activation checkpointing recomputes the forward inside backward
-    and would then read the user's tensors (on another device, with grads landing on them). Until the
-    capture keeps the swap open itself, this routes ``functional_call`` through a reparametrization
-    that stays open until the step is over. Restored in ``finally``.
-    """
-    if not enabled:
-        yield
-        return
-    from torch.nn.utils.stateless import _reparametrize_module
-
-    stack = contextlib.ExitStack()
-    original = torch.func.functional_call
-
-    def call(module, parameter_and_buffer_dicts, args=None, kwargs=None, *, tie_weights=True, strict=False):  # noqa: ANN001, ANN202
-        stack.enter_context(_reparametrize_module(module, parameter_and_buffer_dicts, tie_weights=tie_weights,
-                                                  strict=strict))
-        if args is None:
-            args = ()
-        elif not isinstance(args, tuple):
-            args = (args,)
-        return module(*args, **(kwargs or {}))
-
-    torch.func.functional_call = call
-    try:
-        yield
-    finally:
-        torch.func.functional_call = original
-        stack.close()
-
-
 def capture_with_lifetimes(
     model: nn.Module,
     inputs: Any,
@@ -121,7 +86,7 @@ def capture_with_lifetimes(
     tracker = LifetimeTracker(fused_attention=not inner)
     below = InnerStorages(tracker) if inner else contextlib.nullcontext()
     eager = getattr(model, "_orig_mod", model)  # a torch.compile'd module: the capture runs the eager one
-    with _params_swapped_through_step(train), autocast_forward(eager, autocast, device), below:
+    with autocast_forward(eager, autocast, device), below:
         trace = run_capture(model, inputs, train=train, device=device, dtype=dtype, optimizer=optimizer,
                             loss_fn=loss_fn, observers=[tracker])
     return trace, tracker.finish()

@@ -8,6 +8,7 @@ training step would write into them), and every module's ``training`` flag is re
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -174,14 +175,19 @@ def run_capture(
     phase_names = {"forward": "forward"}
     try:
         model.train(train)
-        with capturing(model, st):
+        # The stand-ins stay swapped in for the whole step, not just the forward: activation
+        # checkpointing re-runs parts of the forward during backward, and must see them there too.
+        # (torch.func.functional_call restores the originals as soon as the forward returns.)
+        swap = contextlib.ExitStack()
+        if state is not None:
+            from torch.nn.utils.stateless import _reparametrize_module
+
+            swap.enter_context(_reparametrize_module(model, state, tie_weights=True, strict=False))
+        with swap, capturing(model, st):
             try:
                 st.tag_nodes = train
                 with torch.set_grad_enabled(train):
-                    if state is not None:
-                        out = torch.func.functional_call(model, state, args, kwargs, tie_weights=True, strict=False)
-                    else:
-                        out = model(*args, **kwargs)
+                    out = model(*args, **kwargs)
                 trace.output_bytes = sum(
                     t.numel() * t.element_size() for t in _tensor_leaves(out)
                 )
