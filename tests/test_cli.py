@@ -161,3 +161,18 @@ def test_profile_with_hardware_columns(capsys: pytest.CaptureFixture[str], facto
 def test_profile_unknown_device(capsys: pytest.CaptureFixture[str], factory: Path) -> None:
     code, _, err = run_cli(capsys, "profile", f"{factory}:make", "--hardware", "h900")
     assert code == 2 and "h900" in err
+
+
+def test_profile_with_memory(capsys: pytest.CaptureFixture[str], factory: Path) -> None:
+    code, out, _ = run_cli(capsys, "profile", f"{factory}:make", "--memory", "--format", "json")
+    assert code == 0
+    d = json.loads(out)
+    validate(d)
+    from modelmeter.report.model import Report
+
+    back = Report.from_dict(d)
+    assert back.memory is not None and back.memory.to_dict() == d["memory"]
+    # inference peak of Linear(8,16)-ReLU-Linear(16,4) at batch 2 (fp32): parameters 212 x 4 = 848 B and
+    # the input 2 x 8 x 4 = 64 B are alive throughout; fc1's output 2 x 16 x 4 = 128 B and the in-place-free
+    # ReLU output (another 128 B) are both alive while ReLU runs: 848 + 64 + 128 + 128 = 1168 B
+    assert d["memory"]["peak_bytes"] == 1168

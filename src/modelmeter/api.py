@@ -41,6 +41,7 @@ def profile(
     strict: bool = False,
     group_size: int = 128,
     name: str | None = None,
+    memory: bool = False,
 ) -> Report:
     """Count parameters, MACs, FLOPs and bytes of ``model(inputs)`` per op, per module and in total.
 
@@ -49,6 +50,8 @@ def profile(
     (counts are identical). ``train=True`` adds loss and backward (and ``optimizer`` one step of
     sgd, sgd-momentum, adam or adamw). ``causal="dense"`` counts masked attention pairs too.
     ``strict=True`` raises :class:`UncountedOpsError` if any op has no FLOP rule.
+    ``memory=True`` also tracks every tensor storage's lifetime in the same run and fills
+    ``report.memory`` (timeline, peak, where it happens, largest tensors alive at the peak).
     The model is left as it was: parameters, buffers, mode and hooks.
     """
     from .analysis.totals import build_report
@@ -57,9 +60,19 @@ def profile(
 
     if causal not in ("unmasked", "dense"):
         raise InputError(f"causal must be 'unmasked' or 'dense', not {causal!r}")
-    trace = run_capture(model, inputs, train=train, device=device, dtype=parse_dtype(dtype),
-                        optimizer=optimizer, loss_fn=loss_fn)
+    if memory:
+        from .analysis.memory import analyze_memory, capture_with_lifetimes
+
+        trace, records = capture_with_lifetimes(model, inputs, train=train, device=device, dtype=parse_dtype(dtype),
+                                                optimizer=optimizer, loss_fn=loss_fn)
+    else:
+        trace = run_capture(model, inputs, train=train, device=device, dtype=parse_dtype(dtype),
+                            optimizer=optimizer, loss_fn=loss_fn)
     report = build_report(model, trace, name=name, settings=CountSettings(causal=causal), group_size=group_size)
+    if memory:
+        import dataclasses
+
+        report = dataclasses.replace(report, memory=analyze_memory(model, trace, records, name=name))
     if strict and report.uncounted_ops:
         names = ", ".join(f"{u.op} x{u.calls}" for u in report.uncounted_ops[:5])
         raise UncountedOpsError(

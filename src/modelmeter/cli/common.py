@@ -27,6 +27,8 @@ def add_count_args(p: argparse.ArgumentParser) -> None:
                    help="count only unmasked pairs of causal attention (default) or every pair")
     p.add_argument("--strict", action="store_true", help="fail if any op has no FLOP rule")
     p.add_argument("--group-size", type=int, default=128, help="int8/int4 quantization group size (default 128)")
+    p.add_argument("--memory", action="store_true",
+                   help="add the memory timeline and peak from real tensor lifetimes (same run)")
 
 
 def load_model(args: Any, spec: str | None = None) -> Any:
@@ -41,7 +43,7 @@ def profile_loaded(loaded: Any, args: Any) -> Any:
     return profile(
         loaded.model, loaded.inputs, train=args.train, device=args.device, dtype=args.dtype,
         optimizer=args.optimizer, causal=args.causal, strict=args.strict, group_size=args.group_size,
-        name=loaded.name,
+        name=loaded.name, memory=getattr(args, "memory", False),
     )
 
 

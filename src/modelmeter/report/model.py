@@ -195,7 +195,7 @@ class Report:
             uncounted_ops=[UncountedOp(**u) for u in d["uncounted_ops"]],
             events=[EventRow(**e) for e in d.get("events", [])],
             notes=list(d.get("notes", [])),
-            memory=d.get("memory"),
+            memory=_memory_from_dict(d.get("memory")),
             roofline=d.get("roofline"),
             benchmark=d.get("benchmark"),
             schema=d["schema"],
@@ -206,6 +206,14 @@ class Report:
         from .render import render_report
 
         yield from render_report(self)
+
+
+def _memory_from_dict(d: Any) -> Any:
+    if not d:
+        return None
+    from .memory import MemoryReport
+
+    return MemoryReport.from_dict(d)
 
 
 def _plain(v: Any) -> Any:
