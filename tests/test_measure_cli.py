@@ -47,6 +47,11 @@ def test_bench_sweep_with_json(spec, tmp_path, capsys):
     jsonschema = pytest.importorskip("jsonschema")
     schema = json.loads(resources.files("modelmeter.report").joinpath("schema.json").read_text())
     jsonschema.validate(d, schema)
+    from modelmeter.report.benchmark import Benchmark
+    from modelmeter.report.model import Report
+
+    back = Report.from_dict(d).benchmark
+    assert isinstance(back, Benchmark) and back.to_dict() == b
 
 
 def test_bench_training_step(spec, capsys):

@@ -129,7 +129,7 @@ def test_memory_section_attached_to_a_profile_report() -> None:
     assert report.totals.ops == report.memory.ops  # one trace, both analyses
     d = json.loads(report.to_json())
     assert d["memory"]["peak_bytes"] == report.memory.peak_bytes
-    assert MemoryReport.from_dict(Report.from_dict(d).memory) == report.memory
+    assert Report.from_dict(d).memory == report.memory  # rebuilt as a MemoryReport
     console = Console(width=160, record=True, color_system=None)
     from modelmeter.report.render import report_renderable
 

@@ -9,7 +9,9 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-__all__ = ["Cost", "CountSettings", "ModelmeterError", "Report", "__version__", "profile", "register_rule"]
+__all__ = [
+    "Benchmark", "Cost", "CountSettings", "ModelmeterError", "Report", "__version__", "bench", "profile", "register_rule",
+]
 
 _LAZY = {
     "profile": ("modelmeter.api", "profile"),
@@ -18,12 +20,16 @@ _LAZY = {
     "register_rule": ("modelmeter.costs", "register_rule"),
     "ModelmeterError": ("modelmeter.errors", "ModelmeterError"),
     "Report": ("modelmeter.report.model", "Report"),
+    "bench": ("modelmeter.measure", "benchmark"),
+    "Benchmark": ("modelmeter.report.benchmark", "Benchmark"),
 }
 
 if TYPE_CHECKING:  # pragma: no cover
     from .api import profile
     from .costs import Cost, CountSettings, register_rule
     from .errors import ModelmeterError
+    from .measure import benchmark as bench
+    from .report.benchmark import Benchmark
     from .report.model import Report
 
 

@@ -247,4 +247,6 @@ def _default_loss(out: Any) -> torch.Tensor:
     return t.sum()
 
 
-__all__ = ["OPTIMIZERS", "TensorMeta", "make_optimizer", "normalize_inputs", "run_capture"]
+default_loss = _default_loss
+
+__all__ = ["OPTIMIZERS", "TensorMeta", "default_loss", "make_optimizer", "normalize_inputs", "run_capture"]

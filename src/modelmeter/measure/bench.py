@@ -214,13 +214,13 @@ def inference_fn(model: Any, inputs: Any) -> Callable[[], Any]:
 def train_step_fn(model: Any, inputs: Any, *, optimizer: str | None = "sgd",
                   loss_fn: Callable[[Any], Any] | None = None) -> Callable[[], Any]:
     """One training step on ``model`` (pass a copy): zero grads, forward, loss, backward, optimizer step."""
-    from ..capture.run import _default_loss, make_optimizer
+    from ..capture.run import default_loss, make_optimizer
 
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise InputError("a training step needs trainable parameters; this model has none")
     opt = make_optimizer(optimizer, params) if optimizer else None
-    lossf = loss_fn or _default_loss
+    lossf = loss_fn or default_loss
 
     def step() -> None:
         if opt is not None:

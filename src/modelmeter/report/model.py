@@ -197,7 +197,7 @@ class Report:
             notes=list(d.get("notes", [])),
             memory=_memory_from_dict(d.get("memory")),
             roofline=d.get("roofline"),
-            benchmark=d.get("benchmark"),
+            benchmark=_benchmark_from_dict(d.get("benchmark")),
             schema=d["schema"],
         )
 
@@ -206,6 +206,14 @@ class Report:
         from .render import render_report
 
         yield from render_report(self)
+
+
+def _benchmark_from_dict(b: Any) -> Any:
+    if isinstance(b, dict) and str(b.get("schema", "")).startswith("modelmeter.benchmark/"):
+        from .benchmark import Benchmark
+
+        return Benchmark.from_dict(b)
+    return b
 
 
 def _memory_from_dict(d: Any) -> Any:
