@@ -56,6 +56,7 @@ def machine_info(*, with_torch: bool = True, **extra: Any) -> dict[str, Any]:
         "date_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "loadavg_at_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
         "git_commit": git_commit(),
+        "env": {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "PYTHONDONTWRITEBYTECODE")},
     }
     try:
         mem_kib = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()

@@ -178,8 +178,16 @@ def t_plain(case: Case, detail: bool) -> dict[str, Any]:
 def t_modelmeter(case: Case, detail: bool) -> dict[str, Any]:
     r = modelmeter.profile(case.model, case.mm_inputs(), device="cpu")
     t = r.totals
-    return {"macs": t.macs, "flops": t.flops, "matmul_flops": t.matmul_flops, "params": t.params, "ops": t.ops,
-            "uncounted_ops": [[u.op, u.calls] for u in r.uncounted_ops]}
+    out = {"macs": t.macs, "flops": t.flops, "matmul_flops": t.matmul_flops, "params": t.params, "ops": t.ops,
+           "bytes_read": t.bytes_read, "bytes_written": t.bytes_written,
+           "uncounted_ops": [[u.op, u.calls] for u in r.uncounted_ops]}
+    if detail:  # a digest of the whole report with every event, to check that mm-proto changes nothing
+        import hashlib
+        import json
+
+        text = json.dumps(r.to_dict(include_events=True), sort_keys=True, default=str)
+        out["report_sha1"] = hashlib.sha1(text.encode()).hexdigest()
+    return out
 
 
 def t_modelmeter_meta(case: Case, detail: bool) -> dict[str, Any]:
@@ -247,6 +255,50 @@ def t_thop(case: Case, detail: bool) -> dict[str, Any]:
     return {"macs": int(macs), "params": int(params)}
 
 
+class _NoEvent:
+    """What ``_State.sdpa`` needs from a recorded event, for the recording-free floor below."""
+
+    index = 0
+    outputs: tuple = ()
+    created: tuple = ()
+
+
+def t_floor_dispatch(case: Case, detail: bool) -> dict[str, Any]:
+    """Diagnostic: a no_grad forward under an empty TorchDispatchMode (PyTorch's own cost of one)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Empty(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204
+            return func(*args, **(kwargs or {}))
+
+    with torch.no_grad(), Empty():
+        case.call()
+    return {}
+
+
+def t_floor_capture(case: Case, detail: bool) -> dict[str, Any]:
+    """Diagnostic: modelmeter's dispatch mode, SDPA function mode and module hooks, recording nothing.
+
+    The least any capture built this way can cost; the rest of ``modelmeter`` minus this is what
+    recording the events, the per-module set-up and building the report cost.
+    """
+    from modelmeter.capture.tracer import _State, capturing
+
+    class NoRecord(_State):
+        def record(self, *args: Any, **kwargs: Any) -> Any:
+            return _NoEvent()
+
+    st = NoRecord({id(m): p for p, m in case.model.named_modules()}, {})
+    with torch.no_grad(), capturing(case.model, st):
+        case.call()
+    return {}
+
+
+def t_prototype(case: Case, detail: bool) -> dict[str, Any]:
+    """modelmeter with bench/_fastpath_prototype.py applied (only with --prototype; see that file)."""
+    return t_modelmeter(case, detail)
+
+
 TOOLS: dict[str, tuple[Callable[[Case, bool], dict[str, Any]], str | None]] = {
     # name: (function, module that must be importable)
     "plain": (t_plain, None),
@@ -257,7 +309,11 @@ TOOLS: dict[str, tuple[Callable[[Case, bool], dict[str, Any]], str | None]] = {
     "ptflops": (t_ptflops, "ptflops"),
     "ptflops-aten": (t_ptflops_aten, "ptflops"),
     "thop": (t_thop, "thop"),
+    "mm-proto": (t_prototype, None),  # only with --prototype
+    "floor-dispatch": (t_floor_dispatch, None),  # only with --diagnostics
+    "floor-capture": (t_floor_capture, None),  # only with --diagnostics
 }
+OPTIONAL = ("mm-proto", "floor-dispatch", "floor-capture")
 
 #: what each tool's headline number is, as the tool labels it and as it really is
 LABELS = {
@@ -284,6 +340,16 @@ def available_tools(names: list[str]) -> list[str]:
 # --------------------------------------------------------------------------------------------------
 # running
 # --------------------------------------------------------------------------------------------------
+def _proto(tool: str, on: bool) -> None:
+    if tool == "mm-proto":
+        import _fastpath_prototype as fp
+
+        fp.apply(PROTO_PARTS) if on else fp.restore()
+
+
+PROTO_PARTS = "all"
+
+
 def bench_model(case: Case, tools: list[str], reps: int, warmup: int) -> dict[str, Any]:
     counts: dict[str, Any] = {}
     errors: dict[str, str] = {}
@@ -293,11 +359,14 @@ def bench_model(case: Case, tools: list[str], reps: int, warmup: int) -> dict[st
     live = []
     for t in tools:
         fn = TOOLS[t][0]
+        _proto(t, True)
         try:
             counts[t] = fn(copies.get(t, case), True)
             live.append(t)
         except Exception as exc:  # a peer that cannot handle a model is a result, not a crash
             errors[t] = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"[:300]
+        finally:
+            _proto(t, False)
     samples: dict[str, list[float]] = {t: [] for t in live}
     for r in range(warmup + reps):
         k = r % len(live)
@@ -305,9 +374,11 @@ def bench_model(case: Case, tools: list[str], reps: int, warmup: int) -> dict[st
         for t in order:
             fn = TOOLS[t][0]
             c = copies.get(t, case)
+            _proto(t, True)
             t0 = time.perf_counter()
             fn(c, False)
             dt = time.perf_counter() - t0
+            _proto(t, False)
             if r >= warmup:
                 samples[t].append(dt)
     timing = {t: summarize(v) for t, v in samples.items()}
@@ -317,6 +388,8 @@ def bench_model(case: Case, tools: list[str], reps: int, warmup: int) -> dict[st
     for t in live:
         rs = sorted(a / b for a, b in zip(samples[t], samples["plain"]))
         paired[t] = rs[len(rs) // 2] if len(rs) % 2 else 0.5 * (rs[len(rs) // 2 - 1] + rs[len(rs) // 2])
+    if "mm-proto" in counts and "modelmeter" in counts:
+        counts["mm-proto"]["identical_to_modelmeter"] = counts["mm-proto"] == counts["modelmeter"]
     return {"name": case.name, "family": case.family, "input": case.input_desc, "counts": counts,
             "errors": errors, "timing": timing, "ratio_to_plain": ratios, "paired_ratio_median": paired}
 
@@ -327,7 +400,7 @@ def mac_equivalent(tool: str, c: dict[str, Any]) -> float | None:
         return c["flops"] / 2
     if tool == "fvcore":
         return c["flops_label_but_macs"]
-    if tool in ("ptflops", "ptflops-aten", "thop", "modelmeter", "mm-meta"):
+    if tool in ("ptflops", "ptflops-aten", "thop", "modelmeter", "mm-meta", "mm-proto"):
         return c.get("macs")
     return None
 
@@ -360,7 +433,7 @@ def render(results: list[dict[str, Any]], tools: list[str], summary: dict[str, A
     ctab.add_column("model")
     ctab.add_column("mm MACs", justify="right")
     ctab.add_column("mm FLOPs", justify="right")
-    peers = [t for t in tools if t not in ("plain", "modelmeter", "mm-meta")]
+    peers = [t for t in tools if t not in ("plain", "modelmeter", "mm-meta", *OPTIONAL)]
     for t in peers:
         ctab.add_column(t, justify="right")
     for r in results:
@@ -391,15 +464,28 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup", type=int, default=1, help="untimed rounds first (default 1)")
     ap.add_argument("--seq", type=int, default=128, help="sequence length of the language models (default 128)")
     ap.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default 2)")
+    ap.add_argument("--prototype", metavar="PARTS", help="also time 'mm-proto': modelmeter with the proposed fast "
+                    "path of bench/_fastpath_prototype.py (PARTS: all or a comma list), interleaved with the real package")
+    ap.add_argument("--diagnostics", action="store_true", help="also time 'floor-dispatch' (an empty "
+                    "TorchDispatchMode) and 'floor-capture' (modelmeter's modes and hooks, recording nothing)")
     ap.add_argument("--no-write", action="store_true", help="do not write bench/results/counting_overhead.json")
-    ap.add_argument("--out", default="counting_overhead", help="results name under bench/results/")
+    ap.add_argument("--out", help="results name under bench/results/ (default counting_overhead; "
+                    "counting_overhead_prototype with --prototype, counting_overhead_diagnostics with --diagnostics)")
     a = ap.parse_args(argv)
 
     torch.set_num_threads(a.threads)
     builders = model_builders(a.seq)
     names = list(builders) if a.models == "all" else a.models.split(",")
-    tools = available_tools(list(TOOLS) if a.tools == "all" else ["plain", *[t for t in a.tools.split(",") if t != "plain"]])
-    missing = sorted(set(TOOLS) - set(tools)) if a.tools == "all" else []
+    default_tools = [t for t in TOOLS if t not in OPTIONAL]
+    tools = available_tools(default_tools if a.tools == "all" else ["plain", *[t for t in a.tools.split(",") if t != "plain"]])
+    if a.prototype:
+        global PROTO_PARTS
+        PROTO_PARTS = a.prototype
+        if "mm-proto" not in tools:
+            tools.append("mm-proto")
+    if a.diagnostics:
+        tools += [t for t in ("floor-dispatch", "floor-capture") if t not in tools]
+    missing = sorted(set(default_tools) - set(tools)) if a.tools == "all" else []
     started = time.perf_counter()
     results = []
     for n in names:
@@ -431,13 +517,16 @@ def main(argv: list[str] | None = None) -> int:
         "command": "python bench/counting_overhead.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "machine": machine_info(package_versions=versions),
         "settings": {"reps": a.reps, "warmup": a.warmup, "seq": a.seq, "threads": a.threads, "tools": tools,
+                     "prototype_parts": a.prototype, "diagnostics": a.diagnostics,
                      "tools_not_installed": missing, "labels": LABELS},
         "summary": summary,
         "models": results,
     }
     render(results, tools, summary)
     if not a.no_write:
-        path = write_results(a.out, payload)
+        default = ("counting_overhead_prototype" if a.prototype else
+                   "counting_overhead_diagnostics" if a.diagnostics else "counting_overhead")
+        path = write_results(a.out or default, payload)
         print(f"wrote {path}", file=sys.stderr)
     return 0
 

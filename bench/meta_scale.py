@@ -66,6 +66,10 @@ def child(case: str) -> dict[str, Any]:
 
     import modelmeter
 
+    if os.environ.get("MODELMETER_BENCH_PROTOTYPE"):
+        import _fastpath_prototype
+
+        _fastpath_prototype.apply(os.environ["MODELMETER_BENCH_PROTOTYPE"])
     t1 = time.perf_counter()
     cfg = LlamaConfig(**LLAMA3[key])
     with torch.device("meta"):
@@ -100,9 +104,46 @@ def child(case: str) -> dict[str, Any]:
     }
 
 
-def run_case(case: str, threads: int) -> dict[str, Any]:
+#: end-to-end CLI runs (built-in presets, which carry the model's own dtype, bf16): name -> argv after "modelmeter"
+CLI_CASES: dict[str, list[str]] = {
+    "cli: profile hf:llama-3-8b --seq 2048": ["profile", "hf:llama-3-8b", "--seq", "2048", "--format", "json"],
+    "cli: profile hf:llama-3-70b --seq 2048": ["profile", "hf:llama-3-70b", "--seq", "2048", "--format", "json"],
+}
+
+
+def run_cli_case(name: str, threads: int) -> dict[str, Any]:
+    """Wall time and peak RSS (from ``wait4``: that child alone) of one CLI run, JSON on stdout."""
+    import tempfile
+
+    exe = os.path.join(os.path.dirname(sys.executable), "modelmeter")
+    argv = [exe] if os.path.exists(exe) else [sys.executable, "-m", "modelmeter"]
+    argv += CLI_CASES[name]
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads))
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(argv, stdout=out, stderr=err, env=env)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - t0
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        text, etext = out.read().decode(), err.read().decode(errors="replace")
+    if proc.returncode != 0:
+        tail = (etext.strip().splitlines() or ["?"])[-1]
+        return {"case": name, "error": f"exit {proc.returncode}: {tail}", "process_wall_s": wall}
+    rep = json.loads(text)
+    tot = rep["totals"]
+    return {"case": name, "argv": ["modelmeter", *CLI_CASES[name]], "process_wall_s": wall,
+            "peak_rss_bytes": usage.ru_maxrss * 1024, "params": tot["params"], "macs": tot["macs"],
+            "flops": tot["flops"], "ops": tot.get("ops"), "dtype": rep["provenance"]["dtype"]}
+
+
+def run_case(case: str, threads: int, prototype: str | None = None) -> dict[str, Any]:
     env = dict(os.environ)
     env["OMP_NUM_THREADS"] = str(threads)
+    env.pop("MODELMETER_BENCH_PROTOTYPE", None)
+    if prototype:
+        env["MODELMETER_BENCH_PROTOTYPE"] = prototype
     t0 = time.perf_counter()
     proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", case], capture_output=True,
                           text=True, env=env, check=False)
@@ -118,8 +159,11 @@ def run_case(case: str, threads: int) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--cases", default="all", help=f"comma-separated subset of: {', '.join(CASES)}")
+    ap.add_argument("--no-cli", action="store_true", help="skip the end-to-end `modelmeter profile hf:...` runs")
     ap.add_argument("--runs", type=int, default=3, help="fresh processes per case (default 3)")
     ap.add_argument("--threads", type=int, default=2, help="OMP_NUM_THREADS of the child (default 2)")
+    ap.add_argument("--prototype", metavar="PARTS", help="run each case with bench/_fastpath_prototype.py applied "
+                    "too (interleaved with the real package); results go to meta_scale_prototype.json")
     ap.add_argument("--no-write", action="store_true")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
@@ -128,18 +172,23 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     names = list(CASES) if a.cases == "all" else a.cases.split(",")
+    variants = [(n, None) for n in names]
+    if a.prototype:
+        variants = [v for n in names for v in ((n, None), (n + " +prototype", a.prototype))]
     results = []
-    for n in names:
+    for label, proto in variants:
+        n = label.split(" +")[0]
         runs = []
         for _ in range(a.runs):
-            r = run_case(n, a.threads)
+            r = run_case(n, a.threads, proto)
             runs.append(r)
             msg = r.get("error") or f"profile {r['profile_s']:.2f} s, peak RSS {r['peak_rss_bytes'] / GIB:.2f} GiB"
-            print(f"  {n}: {msg}", file=sys.stderr, flush=True)
+            print(f"  {label}: {msg}", file=sys.stderr, flush=True)
         ok = [r for r in runs if "error" not in r]
         _, batch, seq, train, opt, t_target, rss_target = CASES[n]
-        entry: dict[str, Any] = {"case": n, "batch": batch, "seq": seq, "train": train, "optimizer": opt,
-                                 "target_profile_s": t_target, "target_peak_rss_gib": rss_target, "runs": runs}
+        entry: dict[str, Any] = {"case": label, "prototype_parts": proto, "batch": batch, "seq": seq, "train": train,
+                                 "optimizer": opt, "target_profile_s": t_target, "target_peak_rss_gib": rss_target,
+                                 "runs": runs}
         if ok:
             med = {k: statistics.median(r[k] for r in ok)
                    for k in ("import_s", "build_s", "profile_s", "to_json_s", "process_wall_s")}
@@ -153,20 +202,35 @@ def main(argv: list[str] | None = None) -> int:
                                          else entry["max_peak_rss_bytes"] < rss_target * GIB)
         results.append(entry)
 
-    render(results)
+    cli_results = []
+    for n in ([] if a.no_cli or a.prototype else CLI_CASES):
+        runs = [run_cli_case(n, a.threads) for _ in range(a.runs)]
+        ok = [r for r in runs if "error" not in r]
+        entry = {"case": n, "runs": runs}
+        if ok:
+            entry["median_process_wall_s"] = statistics.median(r["process_wall_s"] for r in ok)
+            entry["max_peak_rss_bytes"] = max(r["peak_rss_bytes"] for r in ok)
+        msg = runs[-1].get("error") or (f"{entry['median_process_wall_s']:.2f} s, "
+                                        f"peak RSS {entry['max_peak_rss_bytes'] / GIB:.2f} GiB")
+        print(f"  {n}: {msg}", file=sys.stderr, flush=True)
+        cli_results.append(entry)
+
+    render(results, cli_results)
     payload = {
         "benchmark": "meta_scale",
         "command": "python bench/meta_scale.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "machine": machine_info(child_omp_num_threads=a.threads),
-        "settings": {"runs": a.runs, "threads": a.threads, "configs": LLAMA3},
+        "settings": {"runs": a.runs, "threads": a.threads, "prototype": a.prototype, "configs": LLAMA3},
         "cases": results,
+        "cli": cli_results,
     }
     if not a.no_write:
-        print(f"wrote {write_results('meta_scale', payload)}", file=sys.stderr)
+        name = "meta_scale_prototype" if a.prototype else "meta_scale"
+        print(f"wrote {write_results(name, payload)}", file=sys.stderr)
     return 0
 
 
-def render(results: list[dict[str, Any]]) -> None:
+def render(results: list[dict[str, Any]], cli_results: list[dict[str, Any]]) -> None:
     from rich.table import Table
 
     tab = Table(title="Analysis without weights (meta device), median of fresh processes")
@@ -182,7 +246,20 @@ def render(results: list[dict[str, Any]]) -> None:
         tab.add_row(e["case"], f"{m['profile_s']:.2f}{tt}", f"{e['max_peak_rss_bytes'] / GIB:.2f}{rt}",
                     f"{m['process_wall_s']:.2f}", f"{m['import_s']:.2f}",
                     fmt_count(c["params"]), fmt_count(c["macs"]), fmt_count(c["flops"]), str(c["ops"]))
-    console().print(tab)
+    con = console()
+    con.print(tab)
+    if cli_results:
+        ct = Table(title="End to end through the CLI (process start to exit, median)")
+        for col in ("command", "wall s", "peak RSS GiB", "MACs", "dtype"):
+            ct.add_column(col, justify="left" if col == "command" else "right")
+        for e in cli_results:
+            if "median_process_wall_s" not in e:
+                ct.add_row(e["case"], e["runs"][-1].get("error", "error"), "", "", "")
+                continue
+            r = e["runs"][0]
+            ct.add_row(e["case"], f"{e['median_process_wall_s']:.2f}", f"{e['max_peak_rss_bytes'] / GIB:.2f}",
+                       fmt_count(r["macs"]), r["dtype"])
+        con.print(ct)
 
 
 if __name__ == "__main__":
