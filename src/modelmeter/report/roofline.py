@@ -334,11 +334,15 @@ def devices_table(rr: RooflineReport) -> Any:
     from rich import box
     from rich.table import Table
 
+    from ..units import human_count
+
     from ..hardware.spec import format_memory
 
-    tab = Table(title=f"roofline of {rr.model} at {rr.dtype}", box=box.SIMPLE_HEAD, title_justify="left")
-    cols = ["device", "peak", "bandwidth", "ridge", "predicted", "fused bound", "compute / memory",
-            "compute-bound", "throughput", "needs / has", "fits"]
+    tab = Table(title=f"roofline of {rr.model} at {rr.dtype}", box=box.SIMPLE_HEAD, title_justify="left",
+                pad_edge=False)
+    unit = "tok/s" if rr.lm else "samples/s"
+    cols = ["device", "peak", "bandwidth", "ridge", "predicted", "fused", "compute", "memory",
+            "%cb", unit, "needs / has", "fits"]
     for c in cols:
         tab.add_column(c, justify="left" if c == "device" else "right", no_wrap=True)
     for d in rr.devices:
@@ -346,20 +350,22 @@ def devices_table(rr: RooflineReport) -> Any:
         has = format_memory(dev.memory_bytes) if dev.memory_bytes else "?"
         fits = {True: "[green]yes[/]", False: "[red]no[/]", None: "?"}[d.fits]
         name = dev.name + (" (calibrated)" if dev.calibrated else "") + (" sparse" if dev.sparse else "")
+        rate = "-" if d.throughput_per_s is None else human_count(d.throughput_per_s, digits=1)
+        peak = "-" if dev.matrix_flop_per_s is None else human_count(dev.matrix_flop_per_s, digits=1)
         tab.add_row(
-            name, _fmt_flops(dev.matrix_flop_per_s), _fmt_bw(dev.memory_bandwidth_bytes_per_s),
-            f"{dev.ridge_flop_per_byte:.0f} FLOP/B", _fmt_s(d.predicted_s), _fmt_s(d.fused_lower_bound_s),
-            f"{_fmt_s(d.compute_s)} / {_fmt_s(d.memory_s)}", f"{100 * d.compute_bound_fraction:.0f}%",
-            _fmt_rate(d.throughput_per_s, "tokens" if rr.lm else "samples"), f"{_same_units(d.required_bytes, dev.memory_bytes)} / {has}", fits,
+            name, peak, _fmt_bw(dev.memory_bandwidth_bytes_per_s),
+            f"{dev.ridge_flop_per_byte:.0f}", _fmt_s(d.predicted_s), _fmt_s(d.fused_lower_bound_s),
+            _fmt_s(d.compute_s), _fmt_s(d.memory_s), f"{100 * d.compute_bound_fraction:.0f}",
+            rate, f"{_same_units(d.required_bytes, dev.memory_bytes)} / {has}", fits,
         )
     s = rr.devices[0].settings if rr.devices else None
     if s is not None:
-        parts = ["predicted = sum over ops of max(flops / peak, bytes / bandwidth)"]
+        parts = ["peak in FLOP/s; ridge in FLOP/B; %cb: share of time in compute-bound ops", "predicted = sum over ops of max(flops / peak, bytes / bandwidth)"]
         if s.compute_efficiency != 1.0 or s.memory_efficiency != 1.0:
             parts.append(f"efficiency compute {s.compute_efficiency:g}, memory {s.memory_efficiency:g}")
         if s.launch_overhead_s:
             parts.append(f"+ {_fmt_s(s.launch_overhead_s)} per kernel")
-        parts.append("fused bound = max(compute, (weights + inputs + outputs) / bandwidth)")
+        parts.append("fused = max(compute, (weights + inputs + outputs) / bandwidth)")
         parts.append(f"needs: {rr.devices[0].required_basis}")
         tab.caption = "; ".join(parts)
         tab.caption_justify = "left"
