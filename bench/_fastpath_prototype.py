@@ -367,3 +367,75 @@ def _original(obj: Any, attr: str) -> Any:
         if o is obj and a == attr:
             return v
     return getattr(obj, attr)
+
+
+def attribute(models: list[str], reps: int, threads: int) -> dict[str, Any]:
+    """What each part saves, alone and all together: ``modelmeter.profile(..., device="cpu")`` CPU time
+    (``time.process_time``, so that time stolen by other processes is not counted) with and without
+    the part, interleaved in one process, median over ``reps`` pairs."""
+    import statistics
+    import sys
+    import time
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import counting_overhead as co
+
+    import modelmeter
+
+    torch.set_num_threads(threads)
+    builders = co.model_builders(128)
+    variants = ["none", *PARTS, "all"]
+    out: dict[str, Any] = {}
+    for name in models:
+        torch.manual_seed(0)
+        case = builders[name]()
+
+        def call(case=case):  # noqa: ANN001, ANN202
+            return modelmeter.profile(case.model, case.mm_inputs(), device="cpu")
+
+        samples: dict[str, list[float]] = {v: [] for v in variants}
+        for r in range(reps + 1):
+            order = variants[r % len(variants):] + variants[:r % len(variants)]
+            for v in order:
+                restore() if v == "none" else apply(v)
+                t0 = time.process_time()
+                call()
+                dt = time.process_time() - t0
+                restore()
+                if r:
+                    samples[v].append(dt)
+        base = statistics.median(samples["none"])
+        with torch.no_grad():
+            plain = []
+            for _ in range(reps):
+                t0 = time.process_time()
+                case.call()
+                plain.append(time.process_time() - t0)
+        ops = len(call().events)
+        row = {"ops": ops, "plain_cpu_ms": statistics.median(plain) * 1e3, "profile_cpu_ms": base * 1e3,
+               "saved_ms": {v: (base - statistics.median(samples[v])) * 1e3 for v in variants if v != "none"}}
+        out[name] = row
+        saved = " ".join(f"{v}={row['saved_ms'][v]:+.2f}" for v in variants if v != "none")
+        print(f"{name:16s} ops {ops:4d} plain {row['plain_cpu_ms']:7.1f} ms profile {row['profile_cpu_ms']:7.1f} ms "
+              f"saved ms: {saved}", flush=True)
+    return out
+
+
+if __name__ == "__main__":
+    import argparse
+    import json
+
+    ap = argparse.ArgumentParser(description="CPU time each prototype part saves per profile() call")
+    ap.add_argument("--models", default="efficientnet_b0,densenet121,resnet50,t5-small,gpt2")
+    ap.add_argument("--reps", type=int, default=9)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--json", help="write the figures to this path")
+    a = ap.parse_args()
+    res = attribute(a.models.split(","), a.reps, a.threads)
+    if a.json:
+        from _benchlib import machine_info
+
+        with open(a.json, "w") as f:
+            json.dump({"benchmark": "fastpath_attribution", "machine": machine_info(), "threads": a.threads,
+                       "reps": a.reps, "models": res}, f, indent=2)

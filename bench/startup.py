@@ -42,6 +42,40 @@ def commands() -> dict[str, list[str]]:
     }
 
 
+FIRST_CALL = (
+    "import sys, time; sys.path.insert(0, {bench!r})\n"
+    "import torch\nfrom torch import nn\nimport modelmeter\n{patch}"
+    "t0 = time.perf_counter()\n"
+    "modelmeter.profile(nn.Sequential(nn.Linear(8, 8), nn.ReLU()), torch.randn(2, 8), device={device!r})\n"
+    "print(time.perf_counter() - t0)\n"
+)
+
+
+def first_call_commands() -> dict[str, list[str]]:
+    """The first ``profile()`` call of a process (torch already imported), on a two-layer model."""
+    py = sys.executable
+    bench = os.path.dirname(os.path.abspath(__file__))
+    patch = "import _fastpath_prototype; _fastpath_prototype.apply('nodynamo')\n"
+    return {
+        f"first profile(), device={d}{' +prototype nodynamo' if p else ''}":
+            [py, "-c", FIRST_CALL.format(bench=bench, patch=patch if p else "", device=d)]
+        for d in ("cpu", "meta") for p in (False, True)
+    }
+
+
+def time_first_call(argv: list[str], reps: int) -> dict[str, Any]:
+    """Time the profile() call inside the child (printed by it), not the child's start-up."""
+    samples = []
+    for _ in range(reps):
+        p = subprocess.run(argv, capture_output=True, text=True, check=False)
+        if p.returncode != 0:
+            return {"error": (p.stderr.strip().splitlines() or ["?"])[-1], "returncode": p.returncode}
+        samples.append(float(p.stdout.strip().splitlines()[-1]))
+    out = summarize(samples)
+    out["returncode"] = 0
+    return out
+
+
 def time_command(argv: list[str], reps: int) -> dict[str, Any]:
     env = dict(os.environ)
     subprocess.run(argv, capture_output=True, env=env, check=False)  # warm the page cache
@@ -87,6 +121,11 @@ def main(argv: list[str] | None = None) -> int:
         results[name] = time_command(cmd, a.reps)
         results[name]["argv"] = cmd
         print(f"  {name}: {results[name]['median_s']:.3f} s", file=sys.stderr, flush=True)
+    first = {}
+    for name, cmd in first_call_commands().items():
+        first[name] = time_first_call(cmd, max(3, a.reps // 2))
+        msg = first[name].get("error") or f"{first[name]['median_s']:.3f} s"
+        print(f"  {name}: {msg}", file=sys.stderr, flush=True)
     imports = {
         "import modelmeter": import_profile("import modelmeter"),
         "modelmeter --help": import_profile(
@@ -98,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     helps = results["modelmeter --help"]["median_s"]
     summary = {"target_s": TARGET_S, "help_median_s": helps, "meets_target": helps < TARGET_S,
                "help_minus_bare_python_s": helps - results["python -c pass"]["median_s"]}
-    render(results, imports, summary)
+    render(results, imports, summary, first)
     payload = {
         "benchmark": "startup",
         "command": "python bench/startup.py " + " ".join(argv if argv is not None else sys.argv[1:]),
@@ -106,6 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         "settings": {"reps": a.reps},
         "summary": summary,
         "commands": results,
+        "first_profile_call": first,
         "imports": imports,
     }
     if not a.no_write:
@@ -113,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def render(results: dict[str, Any], imports: dict[str, Any], summary: dict[str, Any]) -> None:
+def render(results: dict[str, Any], imports: dict[str, Any], summary: dict[str, Any], first: dict[str, Any]) -> None:
     from rich.table import Table
 
     tab = Table(title="Start-up time (fresh process, median)")
@@ -122,6 +162,11 @@ def render(results: dict[str, Any], imports: dict[str, Any], summary: dict[str, 
     for name, r in results.items():
         tab.add_row(name, f"{r['median_s']:.3f}", f"{r['p25_s']:.3f}-{r['p75_s']:.3f}", f"{r['min_s']:.3f}",
                     str(r["returncode"]))
+    for name, r in first.items():
+        if "error" in r:
+            tab.add_row(name, "error", r["error"], "", str(r["returncode"]))
+        else:
+            tab.add_row(name, f"{r['median_s']:.3f}", f"{r['p25_s']:.3f}-{r['p75_s']:.3f}", f"{r['min_s']:.3f}", "0")
     con = console()
     con.print(tab)
     ok = "ok" if summary["meets_target"] else "MISSED"
