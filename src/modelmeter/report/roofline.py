@@ -334,9 +334,8 @@ def devices_table(rr: RooflineReport) -> Any:
     from rich import box
     from rich.table import Table
 
-    from ..units import human_count
-
     from ..hardware.spec import format_memory
+    from ..units import human_count
 
     tab = Table(title=f"roofline of {rr.model} at {rr.dtype}", box=box.SIMPLE_HEAD, title_justify="left",
                 pad_edge=False)
