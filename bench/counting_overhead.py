@@ -486,6 +486,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.diagnostics:
         tools += [t for t in ("floor-dispatch", "floor-capture") if t not in tools]
     missing = sorted(set(default_tools) - set(tools)) if a.tools == "all" else []
+    machine = machine_info()  # taken first: the load average is the one the run started under
     started = time.perf_counter()
     results = []
     for n in names:
@@ -512,10 +513,12 @@ def main(argv: list[str] | None = None) -> int:
             versions[pkg] = md.version(pkg)
         except md.PackageNotFoundError:
             versions[pkg] = None
+    machine["package_versions"] = versions
     payload = {
         "benchmark": "counting_overhead",
-        "command": "python bench/counting_overhead.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "machine": machine_info(package_versions=versions),
+        "command": " ".join(["python", "bench/counting_overhead.py", *(argv if argv is not None else sys.argv[1:])]),
+        "machine": machine,
+        "loadavg_at_end": list(os.getloadavg()),
         "settings": {"reps": a.reps, "warmup": a.warmup, "seq": a.seq, "threads": a.threads, "tools": tools,
                      "prototype_parts": a.prototype, "diagnostics": a.diagnostics,
                      "tools_not_installed": missing, "labels": LABELS},

@@ -171,6 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(child(a.child)))
         return 0
 
+    machine = machine_info(child_omp_num_threads=a.threads)  # the load average the run started under
     names = list(CASES) if a.cases == "all" else a.cases.split(",")
     variants = [(n, None) for n in names]
     if a.prototype:
@@ -218,8 +219,9 @@ def main(argv: list[str] | None = None) -> int:
     render(results, cli_results)
     payload = {
         "benchmark": "meta_scale",
-        "command": "python bench/meta_scale.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "machine": machine_info(child_omp_num_threads=a.threads),
+        "command": " ".join(["python", "bench/meta_scale.py", *(argv if argv is not None else sys.argv[1:])]),
+        "machine": machine,
+        "loadavg_at_end": list(os.getloadavg()),
         "settings": {"runs": a.runs, "threads": a.threads, "prototype": a.prototype, "configs": LLAMA3},
         "cases": results,
         "cli": cli_results,

@@ -115,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reps", type=int, default=9, help="timed runs per command (default 9)")
     ap.add_argument("--no-write", action="store_true")
     a = ap.parse_args(argv)
+    machine = machine_info()  # the load average the run started under
 
     results = {}
     for name, cmd in commands().items():
@@ -140,8 +141,9 @@ def main(argv: list[str] | None = None) -> int:
     render(results, imports, summary, first)
     payload = {
         "benchmark": "startup",
-        "command": "python bench/startup.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "machine": machine_info(),
+        "command": " ".join(["python", "bench/startup.py", *(argv if argv is not None else sys.argv[1:])]),
+        "machine": machine,
+        "loadavg_at_end": list(os.getloadavg()),
         "settings": {"reps": a.reps},
         "summary": summary,
         "commands": results,

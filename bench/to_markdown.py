@@ -1,0 +1,140 @@
+"""Print the Markdown tables of ``docs/benchmarks.md`` from the recorded results in ``bench/results/``.
+
+    .venv/bin/python bench/to_markdown.py counting_overhead    # or: counts, meta_scale, startup, prototype
+
+The figures in the docs are pasted from this output, so that no number is transcribed by hand.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).resolve().parent / "results"
+GIB = 2**30
+
+
+def load(name: str) -> dict[str, Any]:
+    return json.loads((RESULTS / f"{name}.json").read_text())
+
+
+def si(n: float | None, digits: int = 3) -> str:
+    if n is None:
+        return "-"
+    for div, unit in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(n) >= div:
+            return f"{n / div:.{digits}f} {unit}"
+    return f"{n:.0f}"
+
+
+def machine_line(d: dict[str, Any]) -> str:
+    m = d["machine"]
+    return (f"{m['cpu_model']}, {m['usable_cores']} cores, {m.get('memory_gib', '?')} GiB, torch {m.get('torch_version')}, "
+            f"Python {m['python_version']}, {m['date_utc']}, load average (1 min) {m['loadavg_at_start'][0]:.2f} at start"
+            + (f", {d['loadavg_at_end'][0]:.2f} at end" if d.get("loadavg_at_end") else ""))
+
+
+def overhead(name: str = "counting_overhead") -> None:
+    d = load(name)
+    tools = [t for t in d["settings"]["tools"] if t != "plain"]
+    print(f"`{d['command']}` — {machine_line(d)}\n")
+    print("| model | input | plain forward (ms) | " + " | ".join(tools) + " |")
+    print("| --- | --- | ---: | " + " | ".join("---:" for _ in tools) + " |")
+    for m in d["models"]:
+        cells = []
+        for t in tools:
+            r = m["ratio_to_plain"].get(t)
+            cells.append("fails" if r is None else f"{r:.2f}×" + ("*" if m["timing"][t]["wide_spread"] else ""))
+        print(f"| {m['name']} | {m['input']} | {m['timing']['plain']['median_s'] * 1e3:.1f} | " + " | ".join(cells) + " |")
+    s = d["summary"]
+    print("| **geometric mean** | | | " + " | ".join(f"**{s['geomean_ratio'][t]:.2f}×**" for t in tools) + " |")
+    print("\n`*`: interquartile range above 25 % of the median.")
+    print("Geometric mean of the per-round paired ratios (each tool / the plain forward of the same round): "
+          + ", ".join(f"{t} {s['geomean_paired_ratio'][t]:.2f}×" for t in tools) + ".")
+
+
+def mac_equiv(tool: str, c: dict[str, Any]) -> float | None:
+    if tool == "fcm":
+        return c["flops"] / 2
+    if tool == "fvcore":
+        return c["flops_label_but_macs"]
+    return c.get("macs")
+
+
+def counts(name: str = "counting_overhead") -> None:
+    d = load(name)
+    peers = [t for t in ("fcm", "fvcore", "ptflops", "ptflops-aten", "thop") if t in d["settings"]["tools"]]
+    print("| model | modelmeter MACs | modelmeter FLOPs | " + " | ".join(
+        {"fcm": "FlopCounterMode FLOPs / 2", "fvcore": "fvcore \"flops\"", "ptflops": "ptflops MACs",
+         "ptflops-aten": "ptflops (aten) MACs", "thop": "thop MACs"}[t] for t in peers) + " |")
+    print("| --- | ---: | ---: | " + " | ".join("---:" for _ in peers) + " |")
+    for m in d["models"]:
+        mm = m["counts"]["modelmeter"]
+        cells = []
+        for t in peers:
+            c = m["counts"].get(t)
+            if c is None:
+                cells.append("fails")
+                continue
+            v = mac_equiv(t, c)
+            cells.append(f"{si(v)} ({v / mm['macs']:.3f})")
+        print(f"| {m['name']} | {si(mm['macs'])} | {si(mm['flops'])} | " + " | ".join(cells) + " |")
+    print("\nParameters as reported (modelmeter / ptflops / thop):")
+    for m in d["models"]:
+        c = m["counts"]
+        print(f"- {m['name']}: {c['modelmeter']['params']:,} / {c.get('ptflops', {}).get('params', '-'):,} / "
+              f"{c.get('thop', {}).get('params', '-'):,}")
+
+
+def meta_scale(name: str = "meta_scale") -> None:
+    d = load(name)
+    print(f"`{d['command']}` — {machine_line(d)}\n")
+    print("| case | `profile()` s (median) | runs (s) | peak RSS GiB (max) | RSS before `profile()` GiB | whole process s | "
+          "import s | params | MACs | FLOPs | ops | target |")
+    print("| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
+    for e in d["cases"]:
+        m, c = e["median"], e["counts"]
+        runs = ", ".join(f"{r['profile_s']:.2f}" for r in e["runs"] if "profile_s" in r)
+        tgt = []
+        if e["target_profile_s"] is not None:
+            tgt.append(f"< {e['target_profile_s']:g} s: {'met' if e['meets_time_target'] else 'MISSED'}")
+        if e["target_peak_rss_gib"] is not None:
+            tgt.append(f"< {e['target_peak_rss_gib']:g} GiB: {'met' if e['meets_rss_target'] else 'MISSED'}")
+        print(f"| {e['case']} | {m['profile_s']:.2f} | {runs} | {e['max_peak_rss_bytes'] / GIB:.2f} | "
+              f"{e['max_rss_before_profile_bytes'] / GIB:.2f} | {m['process_wall_s']:.2f} | {m['import_s']:.2f} | "
+              f"{c['params']:,} | {si(c['macs'])} | {si(c['flops'])} | {c['ops']} | {'; '.join(tgt) or '-'} |")
+    if d.get("cli"):
+        print("\n| command (end to end, fresh process) | wall s (median) | runs (s) | peak RSS GiB | MACs | dtype |")
+        print("| --- | ---: | --- | ---: | ---: | --- |")
+        for e in d["cli"]:
+            r0 = e["runs"][0]
+            runs = ", ".join(f"{r['process_wall_s']:.2f}" for r in e["runs"])
+            print(f"| `{' '.join(r0['argv'])}` | {e['median_process_wall_s']:.2f} | {runs} | "
+                  f"{e['max_peak_rss_bytes'] / GIB:.2f} | {si(r0['macs'])} | {r0['dtype']} |")
+
+
+def startup(name: str = "startup") -> None:
+    d = load(name)
+    print(f"`{d['command']}` — {machine_line(d)}\n")
+    print("| command | median s | p25–p75 s | min s |")
+    print("| --- | ---: | --- | ---: |")
+    for k, r in {**d["commands"], **d.get("first_profile_call", {})}.items():
+        print(f"| `{k}` | {r['median_s']:.3f} | {r['p25_s']:.3f}–{r['p75_s']:.3f} | {r['min_s']:.3f} |")
+    for k, v in d["imports"].items():
+        print(f"\n`{k}` imports {v['modules_imported']} modules; torch imported: {v['imports_torch']}; "
+              f"rich imported: {v['imports_rich']}")
+
+
+def prototype(name: str = "counting_overhead_prototype") -> None:
+    overhead(name)
+    d = load(name)
+    same = all(m["counts"].get("mm-proto", {}).get("identical_to_modelmeter") for m in d["models"])
+    print(f"\nmm-proto's report (every event included, SHA-1 of its JSON) identical to modelmeter's on every model: {same}")
+
+
+if __name__ == "__main__":
+    what = sys.argv[1] if len(sys.argv) > 1 else "counting_overhead"
+    {"counting_overhead": overhead, "counts": counts, "meta_scale": meta_scale, "startup": startup,
+     "prototype": prototype}[what](*sys.argv[2:3])
