@@ -33,11 +33,12 @@ CONVENTIONS = {
 
 def cost_events(trace: Trace, settings: CountSettings) -> list[EventRow]:
     rows = []
+    append = rows.append
     with using_settings(settings):
         for ev in trace.events:
             c, counted = cost_of(ev)
-            rows.append(EventRow(ev.index, ev.op, ev.module, ev.phase, c.macs, c.flops,
-                                 c.bytes_read or 0, c.bytes_written or 0, counted))
+            append(EventRow(ev.index, ev.op, ev.module, ev.phase, c.macs, c.flops,
+                            c.bytes_read or 0, c.bytes_written or 0, counted))
     return rows
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,10 +24,7 @@ class TensorMeta:
 
     @property
     def numel(self) -> int:
-        n = 1
-        for s in self.shape:
-            n *= s
-        return n
+        return math.prod(self.shape)
 
     @property
     def itemsize(self) -> int:
@@ -35,7 +33,7 @@ class TensorMeta:
     @property
     def nbytes(self) -> int:
         """Bytes of the tensor as seen by an op: numel x itemsize."""
-        return self.numel * self.dtype.itemsize
+        return math.prod(self.shape) * self.dtype.itemsize
 
     @property
     def ndim(self) -> int:
@@ -43,15 +41,10 @@ class TensorMeta:
 
     @classmethod
     def of(cls, t: torch.Tensor) -> TensorMeta:
+        # the capture's hot path: positional arguments, device type from flags (no torch.device object)
         st = t.untyped_storage()
-        return cls(
-            shape=tuple(t.shape),
-            dtype=t.dtype,
-            device=t.device.type,
-            storage_key=st._cdata,
-            storage_nbytes=st.nbytes(),
-            requires_grad=t.requires_grad,
-        )
+        dev = "meta" if t.is_meta else ("cpu" if t.is_cpu else t.device.type)
+        return cls(tuple(t.shape), t.dtype, dev, st._cdata, st.nbytes(), t.requires_grad)
 
 
 @dataclass(slots=True)

@@ -174,7 +174,8 @@ def run_capture(
     saved_modes = {m: m.training for m in model.modules()}
     phase_names = {"forward": "forward"}
     try:
-        model.train(train)
+        if any(m.training != train for m in saved_modes):
+            model.train(train)
         # The stand-ins stay swapped in for the whole step, not just the forward: activation
         # checkpointing re-runs parts of the forward during backward, and must see them there too.
         # (torch.func.functional_call restores the originals as soon as the forward returns.)
@@ -220,7 +221,8 @@ def run_capture(
                 ) from exc
     finally:
         for m, flag in saved_modes.items():
-            m.training = flag
+            if m.training != flag:  # Module.__setattr__ is slow: touch only what changed
+                m.training = flag
     trace.modules = module_table(model, st)
     trace.settings["data_dependent_reads"] = list(st.data_dependent)
     trace.settings["optimizer"] = optimizer

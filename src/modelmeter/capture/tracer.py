@@ -36,20 +36,44 @@ SDPA_KEY = "modelmeter.sdpa"
 _SDPA_ARG_NAMES = ("query", "key", "value", "attn_mask", "dropout_p", "is_causal", "scale", "enable_gqa")
 
 
-def _to_meta(x: Any) -> Any:
+_PLAIN_TYPES = frozenset({int, float, bool, str, type(None), torch.dtype, torch.device, torch.layout,
+                          torch.memory_format})
+
+
+def _convert(x: Any, found: list[TensorMeta] | None) -> Any:
+    """An argument with every tensor replaced by its TensorMeta; the metas are appended to ``found``.
+
+    A list/tuple is converted element by element when it holds a tensor at its top level; anything
+    else is returned as it is. One pass: this runs for every argument of every op.
+    """
+    tx = type(x)
+    if tx in _PLAIN_TYPES:
+        return x
     if isinstance(x, torch.Tensor):
-        return TensorMeta.of(x)
-    if isinstance(x, (list, tuple)) and x and any(isinstance(y, torch.Tensor) for y in x):
-        return type(x)(_to_meta(y) for y in x) if isinstance(x, list) else tuple(_to_meta(y) for y in x)
+        m = TensorMeta.of(x)
+        if found is not None:
+            found.append(m)
+        return m
+    if isinstance(x, (list, tuple)):
+        for y in x:
+            if isinstance(y, torch.Tensor):
+                break
+        else:
+            return x
+        items = [_convert(y, found) for y in x]
+        return items if isinstance(x, list) else tuple(items)
     return x
 
 
-def _flat_metas(x: Any, out: list[TensorMeta]) -> None:
-    if isinstance(x, TensorMeta):
-        out.append(x)
-    elif isinstance(x, (list, tuple)):
-        for y in x:
-            _flat_metas(y, out)
+_NAMES: dict[Any, str] = {}
+
+
+def _op_name(func: Any) -> str:
+    """``str(OpOverload)`` formats a new string on every call: cache it per op."""
+    n = _NAMES.get(func)
+    if n is None:
+        n = _NAMES[func] = str(func)
+    return n
 
 
 _VIEW_CACHE: dict[Any, bool] = {}
@@ -71,6 +95,12 @@ class _Recorder(TorchDispatchMode):
     def __init__(self, state: _State) -> None:
         super().__init__()
         self.s = state
+
+    @classmethod
+    def _should_skip_dynamo(cls) -> bool:
+        # PyTorch otherwise wraps __torch_dispatch__ in torch._disable_dynamo (extra frames on every op
+        # and an import of torch._dynamo on the first); nothing here is ever compiled
+        return False
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204
         kwargs = kwargs or {}
@@ -94,7 +124,7 @@ class _Recorder(TorchDispatchMode):
         else:
             module = s.stack[-1]
             phase = s.phase
-        s.record(str(func), func, module, phase, args, kwargs, out)
+        s.record(_op_name(func), func, module, phase, args, kwargs, out)
         return out
 
 
@@ -142,18 +172,14 @@ class _State:
 
     # -- events -------------------------------------------------------------------------------
     def record(self, name: str, func: Any, module: str, phase: str, args: Any, kwargs: Any, out: Any) -> OpEvent:
-        margs = tuple(_to_meta(a) for a in args)
-        mkw = {k: _to_meta(v) for k, v in kwargs.items()} if kwargs else {}
         inputs: list[TensorMeta] = []
-        _flat_metas(margs, inputs)
-        for k, v in mkw.items():
-            if k != "out":
-                _flat_metas(v, inputs)
+        margs = tuple([_convert(a, inputs) for a in args])
+        mkw = {k: _convert(v, None if k == "out" else inputs) for k, v in kwargs.items()} if kwargs else {}
         outputs: list[TensorMeta] = []
         if isinstance(out, torch.Tensor):
             outputs.append(TensorMeta.of(out))
         elif isinstance(out, (list, tuple)):
-            _flat_metas(_to_meta(list(out)), outputs)
+            _convert(list(out), outputs)
         created = []
         known = self.known_storages
         for t in inputs:

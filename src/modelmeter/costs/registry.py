@@ -89,6 +89,7 @@ def register_rule(*ops: object, override: bool = False) -> Callable[[Rule], Rule
                 raise RuleError(f"op {k} already has a rule ({_RULES[k].__name__}): pass override=True to replace it")
             _RULES[k] = rule
             _NO_ARITHMETIC.discard(k)
+        _LOOKUP.clear()
         return rule
 
     return deco
@@ -96,6 +97,7 @@ def register_rule(*ops: object, override: bool = False) -> Callable[[Rule], Rule
 
 def unregister_rule(op: object) -> None:
     _RULES.pop(_key(op), None)
+    _LOOKUP.clear()
 
 
 def register_no_arithmetic(*ops: str) -> None:
@@ -104,14 +106,21 @@ def register_no_arithmetic(*ops: str) -> None:
         _NO_ARITHMETIC.add(_key(op))
 
 
+_LOOKUP: dict[str, Rule | None] = {}  # op name -> resolved rule; cleared whenever the table changes
+
+
 def rule_for(op: str) -> Rule | None:
+    try:
+        return _LOOKUP[op]
+    except KeyError:
+        pass
     rule = _RULES.get(op)
-    if rule is not None:
-        return rule
-    parts = op.split(".")
-    if len(parts) > 2:
-        return _RULES.get(".".join(parts[:2]))
-    return None
+    if rule is None:
+        parts = op.split(".")
+        if len(parts) > 2:
+            rule = _RULES.get(".".join(parts[:2]))
+    _LOOKUP[op] = rule
+    return rule
 
 
 def is_no_arithmetic(op: str) -> bool:
