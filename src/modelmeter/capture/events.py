@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
 PHASES = ("forward", "loss", "backward", "optimizer")
+_tuple_new = tuple.__new__
 
 
-@dataclass(frozen=True, slots=True)
-class TensorMeta:
-    """What a cost rule may know about a tensor: its shape, dtype and storage, never its values."""
+class TensorMeta(NamedTuple):
+    """What a cost rule may know about a tensor: its shape, dtype and storage, never its values.
+
+    An immutable named tuple (not a frozen dataclass): one is built for every tensor of every op, and a
+    tuple is several times cheaper to build.
+    """
 
     shape: tuple[int, ...]
     dtype: torch.dtype
@@ -44,7 +48,7 @@ class TensorMeta:
         # the capture's hot path: positional arguments, device type from flags (no torch.device object)
         st = t.untyped_storage()
         dev = "meta" if t.is_meta else ("cpu" if t.is_cpu else t.device.type)
-        return cls(tuple(t.shape), t.dtype, dev, st._cdata, st.nbytes(), t.requires_grad)
+        return _tuple_new(cls, (tuple(t.shape), t.dtype, dev, st._cdata, st.nbytes(), t.requires_grad))
 
 
 @dataclass(slots=True)
