@@ -45,6 +45,16 @@ def git_commit() -> str | None:
     return out.stdout.strip() or None
 
 
+def src_dirty() -> bool | None:
+    """Whether ``src/`` has uncommitted changes (then ``git_commit`` alone does not name the code measured)."""
+    try:
+        out = subprocess.run(["git", "status", "--porcelain", "--", "src"], cwd=REPO_ROOT, capture_output=True,
+                             text=True, timeout=10, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return bool(out.stdout.strip())
+
+
 def machine_info(*, with_torch: bool = True, **extra: Any) -> dict[str, Any]:
     """The machine and software a result was taken on."""
     info: dict[str, Any] = {
@@ -56,6 +66,7 @@ def machine_info(*, with_torch: bool = True, **extra: Any) -> dict[str, Any]:
         "date_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "loadavg_at_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
         "git_commit": git_commit(),
+        "src_uncommitted_changes": src_dirty(),
         "env": {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "PYTHONDONTWRITEBYTECODE")},
     }
     try:

@@ -36,6 +36,36 @@ import torch
 PARTS = ("nodynamo", "names", "meta", "record", "costs", "setup", "params", "walk")
 
 
+def landed() -> list[str]:
+    """The parts the installed package already does (commits 3d42d55 and 117e664 took most of them
+    over); :func:`apply` leaves those alone, so that it only adds what is still pending."""
+    import inspect
+
+    from modelmeter.analysis import params as params_mod
+    from modelmeter.capture import events, run, tracer
+    from modelmeter.costs import registry
+
+    out = []
+    if "_should_skip_dynamo" in tracer._Recorder.__dict__:
+        out.append("nodynamo")
+    if hasattr(tracer, "_op_name"):
+        out.append("names")
+    if issubclass(events.TensorMeta, tuple) or "is_meta" in inspect.getsource(events.TensorMeta.of):
+        out.append("meta")
+    if hasattr(tracer, "_convert"):
+        out.append("record")
+    if hasattr(registry, "_LOOKUP"):
+        out.append("costs")
+    run_src = inspect.getsource(run.run_capture)
+    if "if any(m.training != train" in run_src:
+        out.append("setup")
+    if inspect.getsource(params_mod.count_params).count("model.buffers()") <= 1:
+        out.append("params")
+    if "model.named_parameters()" not in run_src and "model.named_buffers()" not in run_src:
+        out.append("walk")
+    return out
+
+
 _SAVED: list[tuple[Any, str, Any]] = []
 
 
@@ -63,6 +93,10 @@ def apply(parts: str | list[str] = "all") -> list[str]:
     unknown = set(parts) - set(PARTS)
     if unknown:
         raise SystemExit(f"unknown prototype part(s) {sorted(unknown)}: choose from {', '.join(PARTS)}")
+    done = set(landed())
+    if "walk" in parts and "walk" not in done:
+        parts = sorted(set(parts) | {"setup", "params"}, key=PARTS.index)
+    parts = [p for p in parts if p not in done]  # never replace the package's own version of a part
 
     TensorMeta = events.TensorMeta
     OpEvent = events.OpEvent
@@ -236,9 +270,7 @@ def apply(parts: str | list[str] = "all") -> list[str]:
         totals.cost_events = cost_events
 
     # -- setup: run_capture's mode switch ------------------------------------------------------
-    if "walk" in parts:
-        parts = sorted(set(parts) | {"setup", "params"}, key=PARTS.index)
-    if "setup" in parts:
+    if "setup" in parts or "walk" in parts:
         import inspect
         import textwrap
 
@@ -262,9 +294,12 @@ def apply(parts: str | list[str] = "all") -> list[str]:
                  "    saved_modes = {m: m.training for _, m in _mods}\n"),
             ]
         for old, new in edits:
-            if src.count(old) != 1:
+            if _landed(src, new):  # the package has this change already
+                continue
+            if src.count(old) == 1:
+                src = src.replace(old, new)
+            else:
                 raise RuntimeError(f"prototype 'setup' no longer matches run_capture's source: {old.strip()!r}")
-            src = src.replace(old, new)
         ns = dict(run.__dict__)
         ns["_PROTO_MEMBERS"] = _members
         exec(compile(src, run.__file__, "exec"), ns)  # noqa: S102 - a measured prototype, not shipped code
@@ -348,6 +383,15 @@ def apply(parts: str | list[str] = "all") -> list[str]:
     return parts
 
 
+def _landed(src: str, new: str) -> bool:
+    """Whether the package's source already holds this edit (ignoring comments and blank lines)."""
+    def code(text: str) -> list[str]:
+        return [ln.split("#")[0].rstrip() for ln in text.splitlines() if ln.split("#")[0].strip()]
+
+    want, have = code(new), code(src)
+    return any(have[i:i + len(want)] == want for i in range(len(have) - len(want) + 1))
+
+
 def _members(mods: list, attr: str) -> dict[str, torch.Tensor]:
     """``dict(model.named_parameters())`` (attr ``_parameters``) or ``named_buffers()`` from a
     ``named_modules()`` list: same order, a tensor shared by several modules once, under its first name."""
@@ -425,17 +469,21 @@ def attribute(models: list[str], reps: int, threads: int) -> dict[str, Any]:
 if __name__ == "__main__":
     import argparse
     import json
+    import os
+    import sys
+
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from _benchlib import machine_info
 
     ap = argparse.ArgumentParser(description="CPU time each prototype part saves per profile() call")
-    ap.add_argument("--models", default="efficientnet_b0,densenet121,resnet50,t5-small,gpt2")
-    ap.add_argument("--reps", type=int, default=9)
+    ap.add_argument("--models", default="mobilenet_v2,efficientnet_b0,densenet121")
+    ap.add_argument("--reps", type=int, default=25)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--json", help="write the figures to this path")
+    ap.add_argument("--json", help="write the figures to this path (e.g. bench/results/fastpath_attribution.json)")
     a = ap.parse_args()
+    machine = machine_info()  # the load average the run started under
     res = attribute(a.models.split(","), a.reps, a.threads)
     if a.json:
-        from _benchlib import machine_info
-
         with open(a.json, "w") as f:
-            json.dump({"benchmark": "fastpath_attribution", "machine": machine_info(), "threads": a.threads,
-                       "reps": a.reps, "models": res}, f, indent=2)
+            json.dump({"benchmark": "fastpath_attribution", "machine": machine, "loadavg_at_end": list(os.getloadavg()),
+                       "threads": a.threads, "reps": a.reps, "models": res}, f, indent=2)

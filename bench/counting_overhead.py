@@ -478,9 +478,14 @@ def main(argv: list[str] | None = None) -> int:
     names = list(builders) if a.models == "all" else a.models.split(",")
     default_tools = [t for t in TOOLS if t not in OPTIONAL]
     tools = available_tools(default_tools if a.tools == "all" else ["plain", *[t for t in a.tools.split(",") if t != "plain"]])
+    proto_info = None
     if a.prototype:
+        import _fastpath_prototype as fp
+
         global PROTO_PARTS
         PROTO_PARTS = a.prototype
+        proto_info = {"asked": a.prototype, "already_in_package": fp.landed(), "applied": fp.apply(a.prototype)}
+        fp.restore()
         if "mm-proto" not in tools:
             tools.append("mm-proto")
     if a.diagnostics:
@@ -520,7 +525,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": machine,
         "loadavg_at_end": list(os.getloadavg()),
         "settings": {"reps": a.reps, "warmup": a.warmup, "seq": a.seq, "threads": a.threads, "tools": tools,
-                     "prototype_parts": a.prototype, "diagnostics": a.diagnostics,
+                     "prototype": proto_info, "diagnostics": a.diagnostics,
                      "tools_not_installed": missing, "labels": LABELS},
         "summary": summary,
         "models": results,

@@ -69,7 +69,9 @@ def child(case: str) -> dict[str, Any]:
     if os.environ.get("MODELMETER_BENCH_PROTOTYPE"):
         import _fastpath_prototype
 
-        _fastpath_prototype.apply(os.environ["MODELMETER_BENCH_PROTOTYPE"])
+        applied = _fastpath_prototype.apply(os.environ["MODELMETER_BENCH_PROTOTYPE"])
+    else:
+        applied = None
     t1 = time.perf_counter()
     cfg = LlamaConfig(**LLAMA3[key])
     with torch.device("meta"):
@@ -101,6 +103,7 @@ def child(case: str) -> dict[str, Any]:
         "uncounted_ops": [[u.op, u.calls] for u in report.uncounted_ops],
         "phases": {k: {"macs": v.macs, "flops": v.flops} for k, v in tot.phases.items()} if tot.phases else {},
         "torch_version": torch.__version__,
+        "prototype_applied": applied,
     }
 
 

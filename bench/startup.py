@@ -55,12 +55,8 @@ def first_call_commands() -> dict[str, list[str]]:
     """The first ``profile()`` call of a process (torch already imported), on a two-layer model."""
     py = sys.executable
     bench = os.path.dirname(os.path.abspath(__file__))
-    patch = "import _fastpath_prototype; _fastpath_prototype.apply('nodynamo')\n"
-    return {
-        f"first profile(), device={d}{' +prototype nodynamo' if p else ''}":
-            [py, "-c", FIRST_CALL.format(bench=bench, patch=patch if p else "", device=d)]
-        for d in ("cpu", "meta") for p in (False, True)
-    }
+    return {f"first profile(), device={d}": [py, "-c", FIRST_CALL.format(bench=bench, patch="", device=d)]
+            for d in ("cpu", "meta")}
 
 
 def time_first_call(argv: list[str], reps: int) -> dict[str, Any]:

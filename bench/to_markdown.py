@@ -130,11 +130,46 @@ def startup(name: str = "startup") -> None:
 def prototype(name: str = "counting_overhead_prototype") -> None:
     overhead(name)
     d = load(name)
+    info = d["settings"].get("prototype")
+    if isinstance(info, dict):
+        print(f"\nPrototype parts applied on top of the package: {', '.join(info['applied']) or 'none'} "
+              f"(already in the package: {', '.join(info['already_in_package']) or 'none'}).")
     same = all(m["counts"].get("mm-proto", {}).get("identical_to_modelmeter") for m in d["models"])
     print(f"\nmm-proto's report (every event included, SHA-1 of its JSON) identical to modelmeter's on every model: {same}")
+
+
+def compare(before: str = "counting_overhead_before_fastpath", after: str = "counting_overhead") -> None:
+    """modelmeter's ratio per model in two recorded runs (FlopCounterMode beside it, as a yardstick of the load)."""
+    b, a = load(before), load(after)
+    print(f"Before: `{b['command']}` at {b['machine']['git_commit']} ({b['machine']['date_utc']}); "
+          f"after: `{a['command']}` at {a['machine']['git_commit']} ({a['machine']['date_utc']}).\n")
+    print("| model | modelmeter before | modelmeter after | FlopCounterMode before | FlopCounterMode after |")
+    print("| --- | ---: | ---: | ---: | ---: |")
+    am = {m["name"]: m for m in a["models"]}
+    for m in b["models"]:
+        n = m["name"]
+        r1, r2 = m["ratio_to_plain"], am[n]["ratio_to_plain"]
+        print(f"| {n} | {r1['modelmeter']:.2f}× | {r2['modelmeter']:.2f}× | {r1['fcm']:.2f}× | {r2['fcm']:.2f}× |")
+    g1, g2 = b["summary"]["geomean_ratio"], a["summary"]["geomean_ratio"]
+    print(f"| **geometric mean** | **{g1['modelmeter']:.2f}×** | **{g2['modelmeter']:.2f}×** | **{g1['fcm']:.2f}×** | "
+          f"**{g2['fcm']:.2f}×** |")
+
+
+def attribution(name: str = "fastpath_attribution") -> None:
+    d = load(name)
+    models = d["models"]
+    parts = list(next(iter(models.values()))["saved_ms"])
+    print(f"`python bench/_fastpath_prototype.py --models {','.join(models)} --reps {d['reps']} --json "
+          f"bench/results/{name}.json` — {machine_line(d)}\n")
+    print("| model | ops | plain CPU ms | `profile()` CPU ms | " + " | ".join(f"`{p}`" for p in parts) + " |")
+    print("| --- | ---: | ---: | ---: | " + " | ".join("---:" for _ in parts) + " |")
+    for n, r in models.items():
+        print(f"| {n} | {r['ops']} | {r['plain_cpu_ms']:.1f} | {r['profile_cpu_ms']:.1f} | "
+              + " | ".join(f"{r['saved_ms'][p]:+.1f}" for p in parts) + " |")
+    print("\n(ms of CPU time saved per call; `walk` includes `setup` and `params`.)")
 
 
 if __name__ == "__main__":
     what = sys.argv[1] if len(sys.argv) > 1 else "counting_overhead"
     {"counting_overhead": overhead, "counts": counts, "meta_scale": meta_scale, "startup": startup,
-     "prototype": prototype}[what](*sys.argv[2:3])
+     "prototype": prototype, "attribution": attribution, "compare": compare}[what](*sys.argv[2:4])
