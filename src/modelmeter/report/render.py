@@ -54,12 +54,13 @@ def summary_table(r: Report) -> Table:
 
 def sizes_table(r: Report) -> Table:
     s = r.totals.param_sizes
-    tab = Table(title=f"parameter size per precision (int8/int4 with one fp16 scale per {s.group_size} weights)",
-                box=box.SIMPLE_HEAD, title_justify="left")
+    tab = Table(title="parameter size per precision", box=box.SIMPLE_HEAD, title_justify="left")
     tab.add_column("precision")
     tab.add_column("size", justify="right")
     tab.add_column("bytes", justify="right", style="dim")
     for name, b in s.as_rows():
+        if name in ("int8", "int4"):
+            name = f"{name} + fp16 scale / {s.group_size}"
         tab.add_row(name, human_bytes(b), f"{b:,}")
     return tab
 
