@@ -250,5 +250,7 @@ def _default_loss(out: Any) -> torch.Tensor:
 
 
 default_loss = _default_loss
+map_tensors = _map_tensors
 
-__all__ = ["OPTIMIZERS", "TensorMeta", "default_loss", "make_optimizer", "normalize_inputs", "run_capture"]
+__all__ = ["OPTIMIZERS", "TensorMeta", "default_loss", "make_optimizer", "map_tensors", "normalize_inputs",
+           "run_capture"]

@@ -53,17 +53,9 @@ class EnergySettings:
 
 
 def _map_tensors(x: Any, fn: Callable[[Any], Any]) -> Any:
-    import torch
+    from ..capture.run import map_tensors  # one walk of nested inputs for the whole package
 
-    if isinstance(x, torch.Tensor):
-        return fn(x)
-    if isinstance(x, tuple):
-        return tuple(_map_tensors(y, fn) for y in x)
-    if isinstance(x, list):
-        return [_map_tensors(y, fn) for y in x]
-    if isinstance(x, dict):
-        return {k: _map_tensors(v, fn) for k, v in x.items()}
-    return x
+    return map_tensors(x, fn)
 
 
 def _tensors(x: Any) -> list[Any]:
