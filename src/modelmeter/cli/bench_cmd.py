@@ -6,15 +6,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-
-def _batches(text: str) -> list[int]:
-    try:
-        out = [int(x) for x in str(text).split(",") if x.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--batch takes integers separated by commas, e.g. 1,8,32, not {text!r}") from None
-    if not out or any(b < 1 for b in out):
-        raise argparse.ArgumentTypeError(f"batch sizes must be integers >= 1, e.g. 1,8,32, not {text!r}")
-    return out
+from .common import batch_list
 
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
@@ -24,7 +16,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         "a training step with --train, MFU/HFU against the device's dense peak, energy with --energy (measured "
         "where a meter exists, else estimated), beside the counted FLOPs and the roofline prediction.")
     p.add_argument("spec", metavar="SPEC", help="torchvision:NAME | hf:PRESET | path/config.json | file.py:factory")
-    p.add_argument("--batch", type=_batches, default=None, metavar="B[,B...]",
+    p.add_argument("--batch", type=batch_list, default=None, metavar="B[,B...]",
                    help="batch sizes, comma-separated (default 1, or the batch of --shape); the sweep stops at the "
                    "first out-of-memory")
     p.add_argument("--seq", type=int, default=None, help="sequence length for language models (default 128)")

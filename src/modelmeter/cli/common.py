@@ -7,6 +7,17 @@ from pathlib import Path
 from typing import Any
 
 
+def batch_list(text: str) -> list[int]:
+    """argparse type for --batch: '1,8,32' -> [1, 8, 32]."""
+    try:
+        out = [int(x) for x in str(text).replace(" ", "").split(",") if x]
+    except ValueError:
+        out = []
+    if not out or any(b < 1 for b in out):
+        raise argparse.ArgumentTypeError(f"batch sizes must be integers >= 1 separated by commas, e.g. 1,8,32, not {text!r}")
+    return out
+
+
 def add_model_args(p: argparse.ArgumentParser, *, many: bool = False) -> None:
     if many:
         p.add_argument("specs", nargs="+", metavar="SPEC", help="models to compare (same forms as for profile)")

@@ -5,17 +5,9 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from .common import batch_list
+
 SCHEMA = "modelmeter.memory/1"
-
-
-def _batches(text: str) -> list[int]:
-    try:
-        out = [int(x) for x in text.replace(" ", "").split(",") if x]
-    except ValueError:
-        out = []
-    if not out or any(b < 1 for b in out):
-        raise argparse.ArgumentTypeError(f"batch sizes must be positive integers like 1,8,32, not {text!r}")
-    return out
 
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
@@ -28,7 +20,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         "(no weights, any model size).",
     )
     p.add_argument("spec", metavar="SPEC", help="torchvision:NAME | hf:PRESET | path/config.json | file.py:factory")
-    p.add_argument("--batch", type=_batches, default=None, metavar="B[,B...]",
+    p.add_argument("--batch", type=batch_list, default=None, metavar="B[,B...]",
                    help="batch size(s): the first is profiled in detail; with several, one budget row each "
                         "(default 1)")
     p.add_argument("--seq", type=int, default=None, help="sequence length for language models (default 128)")

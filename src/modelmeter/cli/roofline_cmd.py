@@ -6,15 +6,7 @@ import argparse
 import re
 from typing import Any
 
-
-def _batches(text: str) -> list[int]:
-    try:
-        out = [int(x) for x in str(text).split(",") if x.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--batch takes integers separated by commas, e.g. 1,8,32, not {text!r}") from None
-    if not out or any(b < 1 for b in out):
-        raise argparse.ArgumentTypeError(f"batch sizes must be integers >= 1, e.g. 1,8,32, not {text!r}")
-    return list(dict.fromkeys(out))
+from .common import batch_list
 
 
 def _fraction(text: str) -> float:
@@ -51,7 +43,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
                    help="catalog devices, e.g. h100-sxm,a100-80gb ('modelmeter hardware list'); 'local' = this machine")
     p.add_argument("--dtype", default=None, help="fp32, tf32, fp16, bf16 (default: the model's own dtype); the model "
                    "runs at this dtype so bytes are counted at its size")
-    p.add_argument("--batch", type=_batches, default=[1], metavar="B[,B...]",
+    p.add_argument("--batch", type=batch_list, default=[1], metavar="B[,B...]",
                    help="batch size(s); several = a batch sweep (default 1)")
     p.add_argument("--seq", type=int, default=None, help="sequence length for language models (default 128)")
     p.add_argument("--shape", help="input shape(s) instead of --batch/--seq, e.g. 1x3x224x224 or 1x128:int64")
