@@ -4,20 +4,38 @@ from __future__ import annotations
 
 import math
 
+import torch
 from torch import nn
 
 from ..report.model import ParamSizes
 
 
+def unique_members(model: nn.Module, attr: str) -> list[torch.Tensor]:
+    """The model's parameters (``attr="_parameters"``) or buffers (``"_buffers"``), each tensor once:
+    what ``model.parameters()`` / ``model.buffers()`` give, in one walk of the module tree."""
+    out: list[torch.Tensor] = []
+    seen: set[int] = set()
+    for mod in model.modules():
+        for v in getattr(mod, attr).values():
+            if v is not None and id(v) not in seen:
+                seen.add(id(v))
+                out.append(v)
+    return out
+
+
 def count_params(model: nn.Module) -> tuple[int, int, int, int]:
     """(total, trainable, buffers, buffer_bytes); a tensor shared by several modules counts once."""
     total = trainable = 0
-    for p in model.parameters():  # parameters() de-duplicates shared tensors
-        total += p.numel()
+    for p in unique_members(model, "_parameters"):
+        k = p.numel()
+        total += k
         if p.requires_grad:
-            trainable += p.numel()
-    nbuf = sum(b.numel() for b in model.buffers())
-    bbytes = sum(b.numel() * b.element_size() for b in model.buffers())
+            trainable += k
+    nbuf = bbytes = 0
+    for b in unique_members(model, "_buffers"):
+        k = b.numel()
+        nbuf += k
+        bbytes += k * b.element_size()
     return total, trainable, nbuf, bbytes
 
 
@@ -33,7 +51,7 @@ def param_sizes(model: nn.Module, group_size: int = 128) -> ParamSizes:
 
         raise InputError(f"quantization group size must be a positive integer, not {group_size}")
     own = n = int8 = int4 = 0
-    for p in model.parameters():
+    for p in unique_members(model, "_parameters"):
         k = p.numel()
         n += k
         own += k * p.element_size()
@@ -57,12 +75,13 @@ def module_params(model: nn.Module) -> dict[str, tuple[int, int]]:
 
     def visit(mod: nn.Module, path: str, seen: set[int]) -> set[int]:
         own_ids = set()
-        for p in mod.parameters(recurse=False):
-            sizes[id(p)] = p.numel()
-            own_ids.add(id(p))
+        for p in mod._parameters.values():
+            if p is not None:
+                sizes[id(p)] = p.numel()
+                own_ids.add(id(p))
         ids = set(own_ids)
-        for name, child in mod.named_children():
-            if id(child) in seen:  # a module registered twice: counted under its first path only
+        for name, child in mod._modules.items():
+            if child is None or id(child) in seen:  # a module registered twice: counted under its first path only
                 continue
             seen.add(id(child))
             ids |= visit(child, f"{path}.{name}" if path else name, seen)
