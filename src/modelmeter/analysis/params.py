@@ -15,11 +15,26 @@ def unique_members(model: nn.Module, attr: str) -> list[torch.Tensor]:
     what ``model.parameters()`` / ``model.buffers()`` give, in one walk of the module tree."""
     out: list[torch.Tensor] = []
     seen: set[int] = set()
-    for mod in model.modules():
+    for mod in _all_modules(model):
         for v in getattr(mod, attr).values():
             if v is not None and id(v) not in seen:
                 seen.add(id(v))
                 out.append(v)
+    return out
+
+
+def _all_modules(model: nn.Module) -> list[nn.Module]:
+    """Every module once (``model.modules()`` order), by an explicit stack: no generator per module."""
+    out: list[nn.Module] = []
+    seen = {id(model)}
+    stack = [model]
+    while stack:
+        mod = stack.pop()
+        out.append(mod)
+        children = [c for c in mod._modules.values() if c is not None and id(c) not in seen]
+        for c in children:
+            seen.add(id(c))
+        stack.extend(reversed(children))
     return out
 
 

@@ -53,6 +53,20 @@ def _map_tensors(x: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
     return x
 
 
+def _named_members(mods: list[tuple[str, nn.Module]], attr: str) -> dict[str, torch.Tensor]:
+    """``dict(model.named_parameters())`` (attr ``_parameters``) or ``named_buffers()`` from a
+    ``named_modules()`` list: same order, a tensor shared by several modules once, under its first name."""
+    out: dict[str, torch.Tensor] = {}
+    seen: set[int] = set()
+    for prefix, mod in mods:
+        for k, v in getattr(mod, attr).items():
+            if v is None or id(v) in seen:
+                continue
+            seen.add(id(v))
+            out[f"{prefix}.{k}" if prefix else k] = v
+    return out
+
+
 def _first_float_tensor(x: Any) -> torch.Tensor | None:
     from torch.utils._pytree import tree_leaves
 
@@ -108,9 +122,11 @@ def run_capture(
     args, kwargs = normalize_inputs(inputs)
 
     # stand-ins for parameters and buffers -------------------------------------------------------
-    names = {id(m): p for p, m in model.named_modules()}
-    params = dict(model.named_parameters())
-    buffers = dict(model.named_buffers())
+    # one walk of the module tree serves names, parameters, buffers and modes (each walk is ~1 us/module)
+    mods = list(model.named_modules())
+    names = {id(m): p for p, m in mods}
+    params = _named_members(mods, "_parameters")
+    buffers = _named_members(mods, "_buffers")
     need_copy = dev.type == "meta" or train or dtype is not None
 
     def stand_in(t: torch.Tensor, is_param: bool) -> torch.Tensor:
@@ -171,7 +187,7 @@ def run_capture(
     float_dtypes = [p.dtype for p in used_params.values() if p.dtype.is_floating_point]
     trace.dtype = str(max(set(float_dtypes), key=float_dtypes.count)).replace("torch.", "") if float_dtypes else "float32"
 
-    saved_modes = {m: m.training for m in model.modules()}
+    saved_modes = {m: m.training for _, m in mods}
     phase_names = {"forward": "forward"}
     try:
         if any(m.training != train for m in saved_modes):
@@ -223,7 +239,7 @@ def run_capture(
         for m, flag in saved_modes.items():
             if m.training != flag:  # Module.__setattr__ is slow: touch only what changed
                 m.training = flag
-    trace.modules = module_table(model, st)
+    trace.modules = module_table(mods, st)
     trace.settings["data_dependent_reads"] = list(st.data_dependent)
     trace.settings["optimizer"] = optimizer
     return trace

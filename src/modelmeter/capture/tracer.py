@@ -361,10 +361,10 @@ def capturing(model: torch.nn.Module, state: _State) -> Iterator[None]:
         h2.remove()
 
 
-def module_table(model: torch.nn.Module, state: _State) -> dict[str, ModuleInfo]:
-    """Every module of the model, called or not, with its call count."""
+def module_table(mods: list[tuple[str, torch.nn.Module]], state: _State) -> dict[str, ModuleInfo]:
+    """Every module of the model (``list(model.named_modules())``), called or not, with its call count."""
     out: dict[str, ModuleInfo] = {}
-    for path, mod in model.named_modules():
+    for path, mod in mods:
         parent = None if path == "" else (path.rsplit(".", 1)[0] if "." in path else "")
         out[path] = ModuleInfo(path=path, type=type(mod).__name__, parent=parent, calls=state.calls.get(path, 0))
     return out
