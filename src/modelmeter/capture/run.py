@@ -188,7 +188,6 @@ def run_capture(
     trace.dtype = str(max(set(float_dtypes), key=float_dtypes.count)).replace("torch.", "") if float_dtypes else "float32"
 
     saved_modes = {m: m.training for _, m in mods}
-    phase_names = {"forward": "forward"}
     try:
         if any(m.training != train for m in saved_modes):
             model.train(train)
@@ -209,7 +208,7 @@ def run_capture(
                     t.numel() * t.element_size() for t in _tensor_leaves(out)
                 )
                 if train:
-                    st.phase = phase_names.setdefault("loss", "loss")
+                    st.phase = "loss"
                     loss = loss_fn(out) if loss_fn is not None else _default_loss(out)
                     st.phase = "backward"
                     loss.backward()
