@@ -38,10 +38,11 @@ def _all_modules(model: nn.Module) -> list[nn.Module]:
     return out
 
 
-def count_params(model: nn.Module) -> tuple[int, int, int, int]:
-    """(total, trainable, buffers, buffer_bytes); a tensor shared by several modules counts once."""
+def count_params(model: nn.Module, params: list[torch.Tensor] | None = None) -> tuple[int, int, int, int]:
+    """(total, trainable, buffers, buffer_bytes); a tensor shared by several modules counts once.
+    ``params``: ``unique_members(model, "_parameters")`` when the caller has it already."""
     total = trainable = 0
-    for p in unique_members(model, "_parameters"):
+    for p in params if params is not None else unique_members(model, "_parameters"):
         k = p.numel()
         total += k
         if p.requires_grad:
@@ -54,7 +55,7 @@ def count_params(model: nn.Module) -> tuple[int, int, int, int]:
     return total, trainable, nbuf, bbytes
 
 
-def param_sizes(model: nn.Module, group_size: int = 128) -> ParamSizes:
+def param_sizes(model: nn.Module, group_size: int = 128, params: list[torch.Tensor] | None = None) -> ParamSizes:
     """Bytes at the model's own dtypes and at fp32/fp16/bf16/fp8/int8/int4.
 
     int8 and int4 store one fp16 scale (2 bytes) per group of ``group_size`` consecutive weights of
@@ -66,7 +67,7 @@ def param_sizes(model: nn.Module, group_size: int = 128) -> ParamSizes:
 
         raise InputError(f"quantization group size must be a positive integer, not {group_size}")
     own = n = int8 = int4 = 0
-    for p in unique_members(model, "_parameters"):
+    for p in params if params is not None else unique_members(model, "_parameters"):
         k = p.numel()
         n += k
         own += k * p.element_size()

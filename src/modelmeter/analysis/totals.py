@@ -20,7 +20,7 @@ from ..report.model import (
     Totals,
     UncountedOp,
 )
-from .params import count_params, module_params, param_sizes
+from .params import count_params, module_params, param_sizes, unique_members
 
 CONVENTIONS = {
     "mac": "one multiply-accumulate inside a matrix-like product (mm, bmm, conv, attention products)",
@@ -55,46 +55,48 @@ def build_report(
     settings = settings or CountSettings()
     events = cost_events(trace, settings)
 
-    # per op ------------------------------------------------------------------------------------
-    by_op: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0, 0, 0, 0, 1])
+    # per op, per phase and per module (own), in one pass ---------------------------------------
+    by_op: dict[tuple[str, str], list[int]] = {}
     unc: dict[str, list] = {}
+    ph: dict[str, list[int]] = {}
+    own: dict[str, list[int]] = {}
     for e in events:
-        a = by_op[(e.op, e.phase)]
+        macs, flops, br, bw = e.macs, e.flops, e.bytes_read, e.bytes_written
+        a = by_op.get((e.op, e.phase))
+        if a is None:
+            a = by_op[(e.op, e.phase)] = [0, 0, 0, 0, 0, 1]
         a[0] += 1
-        a[1] += e.macs
-        a[2] += e.flops
-        a[3] += e.bytes_read
-        a[4] += e.bytes_written
+        a[1] += macs
+        a[2] += flops
+        a[3] += br
+        a[4] += bw
         if not e.counted:
             a[5] = 0
             u = unc.setdefault(e.op, [0, [], 0])
             u[0] += 1
             if e.module not in u[1]:
                 u[1].append(e.module)
-            u[2] += e.bytes_read + e.bytes_written
-    ops = [OpRow(op, ph, a[0], a[1], a[2], a[3], a[4], bool(a[5])) for (op, ph), a in by_op.items()]
+            u[2] += br + bw
+        a = ph.get(e.phase)
+        if a is None:
+            a = ph[e.phase] = [0, 0, 0, 0, 0]
+        a[0] += macs
+        a[1] += flops
+        a[2] += br
+        a[3] += bw
+        a[4] += 1
+        a = own.get(e.module)
+        if a is None:
+            a = own[e.module] = [0, 0, 0, 0]
+        a[0] += macs
+        a[1] += flops
+        a[2] += br
+        a[3] += bw
+    ops = [OpRow(op, phase, a[0], a[1], a[2], a[3], a[4], bool(a[5])) for (op, phase), a in by_op.items()]
     ops.sort(key=lambda r: (-r.flops, -(r.bytes_read + r.bytes_written), r.op))
     uncounted = [UncountedOp(op, u[0], u[1], u[2]) for op, u in sorted(unc.items(), key=lambda kv: -kv[1][0])]
-
-    # per phase ---------------------------------------------------------------------------------
-    ph: dict[str, list[int]] = {}
-    for e in events:
-        a = ph.setdefault(e.phase, [0, 0, 0, 0, 0])
-        a[0] += e.macs
-        a[1] += e.flops
-        a[2] += e.bytes_read
-        a[3] += e.bytes_written
-        a[4] += 1
     phases = {k: PhaseTotals(*v) for k, v in ph.items()}
 
-    # per module --------------------------------------------------------------------------------
-    own: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0, 0])
-    for e in events:
-        a = own[e.module]
-        a[0] += e.macs
-        a[1] += e.flops
-        a[2] += e.bytes_read
-        a[3] += e.bytes_written
     mparams = module_params(model)
     incl: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0, 0])
     for path, a in own.items():
@@ -117,8 +119,9 @@ def build_report(
         ))
 
     # totals ------------------------------------------------------------------------------------
-    total, trainable, nbuf, bbytes = count_params(model)
-    sizes = param_sizes(model, group_size)
+    plist = unique_members(model, "_parameters")
+    total, trainable, nbuf, bbytes = count_params(model, plist)
+    sizes = param_sizes(model, group_size, plist)
     # bytes as run: the stand-ins' storages are at the run dtype (e.g. --dtype bf16 on an fp32 model)
     run_param_bytes = sum(trace.param_storages.values()) if trace.param_storages else sizes.own_bytes
     run_buffer_bytes = sum(trace.buffer_storages.values()) if trace.buffer_storages else bbytes
