@@ -96,7 +96,7 @@ def _list(args: Any, console: Any) -> int:
         return 0
     tab = Table(title=f"{len(specs)} devices (dense peaks, TFLOP/s; int: TOPS)", box=box.SIMPLE_HEAD,
                 title_justify="left")
-    tab.add_column("name")
+    tab.add_column("name", no_wrap=True)
     tab.add_column("device")
     if args.dtype:
         key = dtype_key(args.dtype)
