@@ -181,7 +181,7 @@ def t_modelmeter(case: Case, detail: bool) -> dict[str, Any]:
     out = {"macs": t.macs, "flops": t.flops, "matmul_flops": t.matmul_flops, "params": t.params, "ops": t.ops,
            "bytes_read": t.bytes_read, "bytes_written": t.bytes_written,
            "uncounted_ops": [[u.op, u.calls] for u in r.uncounted_ops]}
-    if detail:  # a digest of the whole report with every event, to check that mm-proto changes nothing
+    if detail:  # a digest of the whole report with every event
         import hashlib
         import json
 
@@ -294,11 +294,6 @@ def t_floor_capture(case: Case, detail: bool) -> dict[str, Any]:
     return {}
 
 
-def t_prototype(case: Case, detail: bool) -> dict[str, Any]:
-    """modelmeter with bench/_fastpath_prototype.py applied (only with --prototype; see that file)."""
-    return t_modelmeter(case, detail)
-
-
 TOOLS: dict[str, tuple[Callable[[Case, bool], dict[str, Any]], str | None]] = {
     # name: (function, module that must be importable)
     "plain": (t_plain, None),
@@ -309,11 +304,10 @@ TOOLS: dict[str, tuple[Callable[[Case, bool], dict[str, Any]], str | None]] = {
     "ptflops": (t_ptflops, "ptflops"),
     "ptflops-aten": (t_ptflops_aten, "ptflops"),
     "thop": (t_thop, "thop"),
-    "mm-proto": (t_prototype, None),  # only with --prototype
     "floor-dispatch": (t_floor_dispatch, None),  # only with --diagnostics
     "floor-capture": (t_floor_capture, None),  # only with --diagnostics
 }
-OPTIONAL = ("mm-proto", "floor-dispatch", "floor-capture")
+OPTIONAL = ("floor-dispatch", "floor-capture")
 
 #: what each tool's headline number is, as the tool labels it and as it really is
 LABELS = {
@@ -340,16 +334,6 @@ def available_tools(names: list[str]) -> list[str]:
 # --------------------------------------------------------------------------------------------------
 # running
 # --------------------------------------------------------------------------------------------------
-def _proto(tool: str, on: bool) -> None:
-    if tool == "mm-proto":
-        import _fastpath_prototype as fp
-
-        fp.apply(PROTO_PARTS) if on else fp.restore()
-
-
-PROTO_PARTS = "all"
-
-
 def bench_model(case: Case, tools: list[str], reps: int, warmup: int) -> dict[str, Any]:
     counts: dict[str, Any] = {}
     errors: dict[str, str] = {}
@@ -359,14 +343,11 @@ def bench_model(case: Case, tools: list[str], reps: int, warmup: int) -> dict[st
     live = []
     for t in tools:
         fn = TOOLS[t][0]
-        _proto(t, True)
         try:
             counts[t] = fn(copies.get(t, case), True)
             live.append(t)
         except Exception as exc:  # a peer that cannot handle a model is a result, not a crash
             errors[t] = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"[:300]
-        finally:
-            _proto(t, False)
     samples: dict[str, list[float]] = {t: [] for t in live}
     for r in range(warmup + reps):
         k = r % len(live)
@@ -374,11 +355,9 @@ def bench_model(case: Case, tools: list[str], reps: int, warmup: int) -> dict[st
         for t in order:
             fn = TOOLS[t][0]
             c = copies.get(t, case)
-            _proto(t, True)
             t0 = time.perf_counter()
             fn(c, False)
             dt = time.perf_counter() - t0
-            _proto(t, False)
             if r >= warmup:
                 samples[t].append(dt)
     timing = {t: summarize(v) for t, v in samples.items()}
@@ -388,8 +367,6 @@ def bench_model(case: Case, tools: list[str], reps: int, warmup: int) -> dict[st
     for t in live:
         rs = sorted(a / b for a, b in zip(samples[t], samples["plain"]))
         paired[t] = rs[len(rs) // 2] if len(rs) % 2 else 0.5 * (rs[len(rs) // 2 - 1] + rs[len(rs) // 2])
-    if "mm-proto" in counts and "modelmeter" in counts:
-        counts["mm-proto"]["identical_to_modelmeter"] = counts["mm-proto"] == counts["modelmeter"]
     return {"name": case.name, "family": case.family, "input": case.input_desc, "counts": counts,
             "errors": errors, "timing": timing, "ratio_to_plain": ratios, "paired_ratio_median": paired}
 
@@ -400,7 +377,7 @@ def mac_equivalent(tool: str, c: dict[str, Any]) -> float | None:
         return c["flops"] / 2
     if tool == "fvcore":
         return c["flops_label_but_macs"]
-    if tool in ("ptflops", "ptflops-aten", "thop", "modelmeter", "mm-meta", "mm-proto"):
+    if tool in ("ptflops", "ptflops-aten", "thop", "modelmeter", "mm-meta"):
         return c.get("macs")
     return None
 
@@ -464,13 +441,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup", type=int, default=1, help="untimed rounds first (default 1)")
     ap.add_argument("--seq", type=int, default=128, help="sequence length of the language models (default 128)")
     ap.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default 2)")
-    ap.add_argument("--prototype", metavar="PARTS", help="also time 'mm-proto': modelmeter with the proposed fast "
-                    "path of bench/_fastpath_prototype.py (PARTS: all or a comma list), interleaved with the real package")
     ap.add_argument("--diagnostics", action="store_true", help="also time 'floor-dispatch' (an empty "
                     "TorchDispatchMode) and 'floor-capture' (modelmeter's modes and hooks, recording nothing)")
     ap.add_argument("--no-write", action="store_true", help="do not write bench/results/counting_overhead.json")
     ap.add_argument("--out", help="results name under bench/results/ (default counting_overhead; "
-                    "counting_overhead_prototype with --prototype, counting_overhead_diagnostics with --diagnostics)")
+                    "counting_overhead_diagnostics with --diagnostics)")
     a = ap.parse_args(argv)
 
     torch.set_num_threads(a.threads)
@@ -478,16 +453,6 @@ def main(argv: list[str] | None = None) -> int:
     names = list(builders) if a.models == "all" else a.models.split(",")
     default_tools = [t for t in TOOLS if t not in OPTIONAL]
     tools = available_tools(default_tools if a.tools == "all" else ["plain", *[t for t in a.tools.split(",") if t != "plain"]])
-    proto_info = None
-    if a.prototype:
-        import _fastpath_prototype as fp
-
-        global PROTO_PARTS
-        PROTO_PARTS = a.prototype
-        proto_info = {"asked": a.prototype, "already_in_package": fp.landed(), "applied": fp.apply(a.prototype)}
-        fp.restore()
-        if "mm-proto" not in tools:
-            tools.append("mm-proto")
     if a.diagnostics:
         tools += [t for t in ("floor-dispatch", "floor-capture") if t not in tools]
     missing = sorted(set(default_tools) - set(tools)) if a.tools == "all" else []
@@ -525,15 +490,14 @@ def main(argv: list[str] | None = None) -> int:
         "machine": machine,
         "loadavg_at_end": list(os.getloadavg()),
         "settings": {"reps": a.reps, "warmup": a.warmup, "seq": a.seq, "threads": a.threads, "tools": tools,
-                     "prototype": proto_info, "diagnostics": a.diagnostics,
+                     "diagnostics": a.diagnostics,
                      "tools_not_installed": missing, "labels": LABELS},
         "summary": summary,
         "models": results,
     }
     render(results, tools, summary)
     if not a.no_write:
-        default = ("counting_overhead_prototype" if a.prototype else
-                   "counting_overhead_diagnostics" if a.diagnostics else "counting_overhead")
+        default = "counting_overhead_diagnostics" if a.diagnostics else "counting_overhead"
         path = write_results(a.out or default, payload)
         print(f"wrote {path}", file=sys.stderr)
     return 0

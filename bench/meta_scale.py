@@ -66,12 +66,6 @@ def child(case: str) -> dict[str, Any]:
 
     import modelmeter
 
-    if os.environ.get("MODELMETER_BENCH_PROTOTYPE"):
-        import _fastpath_prototype
-
-        applied = _fastpath_prototype.apply(os.environ["MODELMETER_BENCH_PROTOTYPE"])
-    else:
-        applied = None
     t1 = time.perf_counter()
     cfg = LlamaConfig(**LLAMA3[key])
     with torch.device("meta"):
@@ -103,7 +97,6 @@ def child(case: str) -> dict[str, Any]:
         "uncounted_ops": [[u.op, u.calls] for u in report.uncounted_ops],
         "phases": {k: {"macs": v.macs, "flops": v.flops} for k, v in tot.phases.items()} if tot.phases else {},
         "torch_version": torch.__version__,
-        "prototype_applied": applied,
     }
 
 
@@ -141,12 +134,9 @@ def run_cli_case(name: str, threads: int) -> dict[str, Any]:
             "flops": tot["flops"], "ops": tot.get("ops"), "dtype": rep["provenance"]["dtype"]}
 
 
-def run_case(case: str, threads: int, prototype: str | None = None) -> dict[str, Any]:
+def run_case(case: str, threads: int) -> dict[str, Any]:
     env = dict(os.environ)
     env["OMP_NUM_THREADS"] = str(threads)
-    env.pop("MODELMETER_BENCH_PROTOTYPE", None)
-    if prototype:
-        env["MODELMETER_BENCH_PROTOTYPE"] = prototype
     t0 = time.perf_counter()
     proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", case], capture_output=True,
                           text=True, env=env, check=False)
@@ -165,8 +155,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-cli", action="store_true", help="skip the end-to-end `modelmeter profile hf:...` runs")
     ap.add_argument("--runs", type=int, default=3, help="fresh processes per case (default 3)")
     ap.add_argument("--threads", type=int, default=2, help="OMP_NUM_THREADS of the child (default 2)")
-    ap.add_argument("--prototype", metavar="PARTS", help="run each case with bench/_fastpath_prototype.py applied "
-                    "too (interleaved with the real package); results go to meta_scale_prototype.json")
     ap.add_argument("--no-write", action="store_true")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
@@ -176,21 +164,18 @@ def main(argv: list[str] | None = None) -> int:
 
     machine = machine_info(child_omp_num_threads=a.threads)  # the load average the run started under
     names = list(CASES) if a.cases == "all" else a.cases.split(",")
-    variants = [(n, None) for n in names]
-    if a.prototype:
-        variants = [v for n in names for v in ((n, None), (n + " +prototype", a.prototype))]
     results = []
-    for label, proto in variants:
-        n = label.split(" +")[0]
+    for label in names:
+        n = label
         runs = []
         for _ in range(a.runs):
-            r = run_case(n, a.threads, proto)
+            r = run_case(n, a.threads)
             runs.append(r)
             msg = r.get("error") or f"profile {r['profile_s']:.2f} s, peak RSS {r['peak_rss_bytes'] / GIB:.2f} GiB"
             print(f"  {label}: {msg}", file=sys.stderr, flush=True)
         ok = [r for r in runs if "error" not in r]
         _, batch, seq, train, opt, t_target, rss_target = CASES[n]
-        entry: dict[str, Any] = {"case": label, "prototype_parts": proto, "batch": batch, "seq": seq, "train": train,
+        entry: dict[str, Any] = {"case": label, "batch": batch, "seq": seq, "train": train,
                                  "optimizer": opt, "target_profile_s": t_target, "target_peak_rss_gib": rss_target,
                                  "runs": runs}
         if ok:
@@ -207,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
         results.append(entry)
 
     cli_results = []
-    for n in ([] if a.no_cli or a.prototype else CLI_CASES):
+    for n in ([] if a.no_cli else CLI_CASES):
         runs = [run_cli_case(n, a.threads) for _ in range(a.runs)]
         ok = [r for r in runs if "error" not in r]
         entry = {"case": n, "runs": runs}
@@ -225,12 +210,12 @@ def main(argv: list[str] | None = None) -> int:
         "command": " ".join(["python", "bench/meta_scale.py", *(argv if argv is not None else sys.argv[1:])]),
         "machine": machine,
         "loadavg_at_end": list(os.getloadavg()),
-        "settings": {"runs": a.runs, "threads": a.threads, "prototype": a.prototype, "configs": LLAMA3},
+        "settings": {"runs": a.runs, "threads": a.threads, "configs": LLAMA3},
         "cases": results,
         "cli": cli_results,
     }
     if not a.no_write:
-        name = "meta_scale_prototype" if a.prototype else "meta_scale"
+        name = "meta_scale"
         print(f"wrote {write_results(name, payload)}", file=sys.stderr)
     return 0
 

@@ -159,7 +159,7 @@ def attribution(name: str = "fastpath_attribution") -> None:
     d = load(name)
     models = d["models"]
     parts = list(next(iter(models.values()))["saved_ms"])
-    print(f"`python bench/_fastpath_prototype.py --models {','.join(models)} --reps {d['reps']} --json "
+    print(f"`python bench/_fastpath_prototype.py` (at commit 55cbb8b) `--models {','.join(models)} --reps {d['reps']} --json "
           f"bench/results/{name}.json` — {machine_line(d)}\n")
     print("| model | ops | plain CPU ms | `profile()` CPU ms | " + " | ".join(f"`{p}`" for p in parts) + " |")
     print("| --- | ---: | ---: | ---: | " + " | ".join("---:" for _ in parts) + " |")
