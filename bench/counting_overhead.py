@@ -285,6 +285,9 @@ def t_floor_capture(case: Case, detail: bool) -> dict[str, Any]:
     from modelmeter.capture.tracer import _State, capturing
 
     class NoRecord(_State):
+        def record_op(self, *args: Any, **kwargs: Any) -> Any:
+            return _NoEvent()
+
         def record(self, *args: Any, **kwargs: Any) -> Any:
             return _NoEvent()
 

@@ -38,9 +38,10 @@ def _all_modules(model: nn.Module) -> list[nn.Module]:
     return out
 
 
-def count_params(model: nn.Module, params: list[torch.Tensor] | None = None) -> tuple[int, int, int, int]:
+def count_params(model: nn.Module, params: list[torch.Tensor] | None = None,
+                 buffers: list[torch.Tensor] | None = None) -> tuple[int, int, int, int]:
     """(total, trainable, buffers, buffer_bytes); a tensor shared by several modules counts once.
-    ``params``: ``unique_members(model, "_parameters")`` when the caller has it already."""
+    ``params``/``buffers``: ``unique_members(model, "_parameters"/"_buffers")`` when the caller has them."""
     total = trainable = 0
     for p in params if params is not None else unique_members(model, "_parameters"):
         k = p.numel()
@@ -48,7 +49,7 @@ def count_params(model: nn.Module, params: list[torch.Tensor] | None = None) -> 
         if p.requires_grad:
             trainable += k
     nbuf = bbytes = 0
-    for b in unique_members(model, "_buffers"):
+    for b in buffers if buffers is not None else unique_members(model, "_buffers"):
         k = b.numel()
         nbuf += k
         bbytes += k * b.element_size()
@@ -81,28 +82,79 @@ def param_sizes(model: nn.Module, group_size: int = 128, params: list[torch.Tens
 
 
 def module_params(model: nn.Module) -> dict[str, tuple[int, int]]:
-    """path -> (inclusive params, own params), each tensor once within a subtree.
+    """path -> (inclusive params, own params); see :func:`param_table`."""
+    return param_table(model)[0]
 
-    One post-order pass: a module's inclusive set of parameter tensors is its own plus its
-    children's, so tied tensors count once wherever both users sit in the same subtree.
+
+def param_table(model: nn.Module) -> tuple[dict[str, tuple[int, int]], list[torch.Tensor], list[torch.Tensor]]:
+    """(path -> (inclusive params, own params), the parameters once, the buffers once), in one walk.
+
+    Each tensor counts once within a subtree, and the lists are what ``model.parameters()`` and
+    ``model.buffers()`` give.
+
+    Modules in ``named_modules()`` order (a module registered twice under its first path only). When
+    no parameter tensor is held twice (the common case) a module's inclusive count is its own plus
+    its children's, summed in one backward pass over that order. With tied tensors each module's
+    inclusive set of tensor ids is built instead, so a tied tensor counts once wherever both users
+    sit in the same subtree.
     """
-    out: dict[str, tuple[int, int]] = {}
-    sizes: dict[int, int] = {}
+    order: list[tuple[str, str | None, nn.Module]] = []  # (path, parent path, module), pre-order
+    seen = {id(model)}
+    stack: list[tuple[str, str | None, nn.Module]] = [("", None, model)]
+    while stack:
+        path, parent, mod = stack.pop()
+        order.append((path, parent, mod))
+        kids = []
+        for name, child in mod._modules.items():
+            if child is None or id(child) in seen:  # a module registered twice: under its first path only
+                continue
+            seen.add(id(child))
+            kids.append((f"{path}.{name}" if path else name, path, child))
+        stack.extend(reversed(kids))
 
-    def visit(mod: nn.Module, path: str, seen: set[int]) -> set[int]:
-        own_ids = set()
+    own: dict[str, int] = {}
+    held: set[int] = set()
+    params: list[torch.Tensor] = []
+    buffers: list[torch.Tensor] = []
+    bufs_held: set[int] = set()
+    tied = False
+    for path, _, mod in order:
+        n = 0
+        for p in mod._parameters.values():
+            if p is not None:
+                if id(p) in held:
+                    tied = True
+                else:
+                    held.add(id(p))
+                    params.append(p)
+                n += p.numel()
+        own[path] = n
+        for b in mod._buffers.values():
+            if b is not None and id(b) not in bufs_held:
+                bufs_held.add(id(b))
+                buffers.append(b)
+    if tied:
+        return _module_params_tied(order), params, buffers
+    incl = dict(own)
+    for path, parent, _ in reversed(order):
+        if parent is not None:
+            incl[parent] += incl[path]
+    return {path: (incl[path], own[path]) for path, _, _ in order}, params, buffers
+
+
+def _module_params_tied(order: list[tuple[str, str | None, nn.Module]]) -> dict[str, tuple[int, int]]:
+    sizes: dict[int, int] = {}
+    own_ids: dict[str, set[int]] = {}
+    ids: dict[str, set[int]] = {}
+    for path, _, mod in order:
+        mine = set()
         for p in mod._parameters.values():
             if p is not None:
                 sizes[id(p)] = p.numel()
-                own_ids.add(id(p))
-        ids = set(own_ids)
-        for name, child in mod._modules.items():
-            if child is None or id(child) in seen:  # a module registered twice: counted under its first path only
-                continue
-            seen.add(id(child))
-            ids |= visit(child, f"{path}.{name}" if path else name, seen)
-        out[path] = (sum(sizes[i] for i in ids), sum(sizes[i] for i in own_ids))
-        return ids
-
-    visit(model, "", {id(model)})
-    return out
+                mine.add(id(p))
+        own_ids[path] = mine
+        ids[path] = set(mine)
+    for path, parent, _ in reversed(order):
+        if parent is not None:
+            ids[parent] |= ids[path]
+    return {path: (sum(sizes[i] for i in ids[path]), sum(sizes[i] for i in own_ids[path])) for path, _, _ in order}

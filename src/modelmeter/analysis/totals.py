@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import platform
-from collections import defaultdict
 
 import torch
 from torch import nn
@@ -20,7 +19,7 @@ from ..report.model import (
     Totals,
     UncountedOp,
 )
-from .params import count_params, module_params, param_sizes, unique_members
+from .params import count_params, param_sizes, param_table
 
 CONVENTIONS = {
     "mac": "one multiply-accumulate inside a matrix-like product (mm, bmm, conv, attention products)",
@@ -97,30 +96,37 @@ def build_report(
     uncounted = [UncountedOp(op, u[0], u[1], u[2]) for op, u in sorted(unc.items(), key=lambda kv: -kv[1][0])]
     phases = {k: PhaseTotals(*v) for k, v in ph.items()}
 
-    mparams = module_params(model)
-    incl: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0, 0])
+    mparams, plist, blist = param_table(model)
+    # inclusive figures: the module table is in named_modules() order (parents first), so one pass
+    # backwards adds every module into its parent
+    mods = trace.modules
+    zero = (0, 0, 0, 0)
+    incl = {path: list(own.get(path, zero)) for path in mods}
+    root = incl.setdefault("", [0, 0, 0, 0])
     for path, a in own.items():
-        p: str | None = path
-        while p is not None:
-            b = incl[p]
+        if path not in mods:  # ops under a path the table lacks count toward the root
             for i in range(4):
-                b[i] += a[i]
-            p = trace.modules[p].parent if p in trace.modules else ("" if p != "" else None)
+                root[i] += a[i]
+    for path, info in reversed(mods.items()):
+        parent = info.parent
+        if parent is not None and parent in incl:
+            a, b = incl[path], incl[parent]
+            b[0] += a[0]
+            b[1] += a[1]
+            b[2] += a[2]
+            b[3] += a[3]
     modules = []
-    for path, info in trace.modules.items():
-        o = own.get(path, [0, 0, 0, 0])
-        i = incl.get(path, [0, 0, 0, 0])
+    for path, info in mods.items():
+        o = own.get(path, zero)
+        i = incl[path]
         ip, op_ = mparams.get(path, (0, 0))
         modules.append(ModuleRow(
-            path=path, type=info.type, parent=info.parent, depth=0 if path == "" else path.count(".") + 1,
-            calls=info.calls, params=ip, own_params=op_,
-            macs=i[0], flops=i[1], bytes_read=i[2], bytes_written=i[3],
-            own_macs=o[0], own_flops=o[1], own_bytes_read=o[2], own_bytes_written=o[3],
+            path, info.type, info.parent, 0 if path == "" else path.count(".") + 1, info.calls, ip, op_,
+            i[0], i[1], i[2], i[3], o[0], o[1], o[2], o[3],
         ))
 
     # totals ------------------------------------------------------------------------------------
-    plist = unique_members(model, "_parameters")
-    total, trainable, nbuf, bbytes = count_params(model, plist)
+    total, trainable, nbuf, bbytes = count_params(model, plist, blist)
     sizes = param_sizes(model, group_size, plist)
     # bytes as run: the stand-ins' storages are at the run dtype (e.g. --dtype bf16 on an fp32 model)
     run_param_bytes = sum(trace.param_storages.values()) if trace.param_storages else sizes.own_bytes

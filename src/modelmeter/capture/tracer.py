@@ -21,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import sys
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -30,6 +30,9 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
 from .events import ModuleInfo, OpEvent, TensorMeta
+
+Tensor = torch.Tensor
+_meta_of = TensorMeta.of
 
 MODULE_KEY = "modelmeter.module"
 SDPA_KEY = "modelmeter.sdpa"
@@ -65,30 +68,47 @@ def _convert(x: Any, found: list[TensorMeta] | None) -> Any:
     return x
 
 
-_NAMES: dict[Any, str] = {}
+class _OpPlan(NamedTuple):
+    """What the capture needs to know of an op, worked out once per op from its schema."""
+
+    func: Any  # kept so that the id() key of the cache is never reused
+    name: str  # str(OpOverload) formats a new string on every call
+    is_view: bool  # every return aliases an input without writing it (view/metadata op)
+    positions: tuple[int, ...] | None  # positional arguments that may hold tensors; None: look at all
+    keywords: frozenset[str]  # keyword-only arguments that may hold tensors (``out`` is not an input)
+
+
+_PLANS: dict[int, _OpPlan] = {}
+
+
+def _plan(func: Any) -> _OpPlan:
+    """The op's plan, cached by ``id(func)`` (``OpOverload.__hash__`` is a Python call)."""
+    plan = _PLANS.get(id(func))
+    if plan is not None:
+        return plan
+    schema = getattr(func, "_schema", None)
+    positions: tuple[int, ...] | None = None
+    keywords: frozenset[str] = frozenset()
+    is_view = False
+    if schema is not None:
+        rets = schema.returns
+        is_view = bool(rets) and all(r.alias_info is not None and not r.alias_info.is_write for r in rets)
+        pos, kw = [], []
+        for i, a in enumerate(schema.arguments):
+            if "Tensor" in str(a.type):
+                (kw if a.kwarg_only else pos).append(i if not a.kwarg_only else a.name)
+        positions, keywords = tuple(pos), frozenset(kw)
+    plan = _PLANS[id(func)] = _OpPlan(func, str(func), is_view, positions, keywords)
+    return plan
 
 
 def _op_name(func: Any) -> str:
-    """``str(OpOverload)`` formats a new string on every call: cache it per op."""
-    n = _NAMES.get(func)
-    if n is None:
-        n = _NAMES[func] = str(func)
-    return n
-
-
-_VIEW_CACHE: dict[Any, bool] = {}
+    return _plan(func).name
 
 
 def _is_view_op(func: Any) -> bool:
     """An op whose every return aliases an input without writing it (view/metadata op)."""
-    v = _VIEW_CACHE.get(func)
-    if v is None:
-        rets = func._schema.returns
-        v = bool(rets) and all(
-            r.alias_info is not None and not r.alias_info.is_write for r in rets
-        )
-        _VIEW_CACHE[func] = v
-    return v
+    return _plan(func).is_view
 
 
 class _Recorder(TorchDispatchMode):
@@ -103,14 +123,13 @@ class _Recorder(TorchDispatchMode):
         return False
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204
-        kwargs = kwargs or {}
         s = self.s
-        if func is torch.ops.aten._local_scalar_dense.default and args[0].device.type == "meta":
+        if func is _LOCAL_SCALAR and args[0].is_meta:
             return s.meta_scalar(func, args[0])
-        out = func(*args, **kwargs)
+        out = func(*args, **kwargs) if kwargs else func(*args)
         if s.suppress:
             return out
-        node = torch._C._current_autograd_node()
+        node = _current_node()
         if node is not None:
             md = node.metadata
             group = md.get(SDPA_KEY)
@@ -124,8 +143,13 @@ class _Recorder(TorchDispatchMode):
         else:
             module = s.stack[-1]
             phase = s.phase
-        s.record(_op_name(func), func, module, phase, args, kwargs, out)
+        plan = _PLANS.get(id(func))
+        s.record_op(plan if plan is not None else _plan(func), module, phase, args, kwargs, out)
         return out
+
+
+_LOCAL_SCALAR = torch.ops.aten._local_scalar_dense.default
+_current_node = torch._C._current_autograd_node
 
 
 class _SdpaMode(TorchFunctionMode):
@@ -171,39 +195,66 @@ class _State:
         self.tag_nodes = False  # set while autograd records (training forward)
 
     # -- events -------------------------------------------------------------------------------
+    def record_op(self, plan: _OpPlan, module: str, phase: str, args: tuple, kwargs: dict | None, out: Any) -> OpEvent:
+        """Record one aten call. The capture's hot path: only the arguments the op's schema types as
+        tensors are looked at, and each tensor becomes a :class:`TensorMeta` once."""
+        positions = plan.positions
+        if positions is None:
+            return self.record(plan.name, plan.func, module, phase, args, kwargs or {}, out)
+        inputs: list[TensorMeta] = []
+        margs = args
+        if positions:
+            margs = list(args)
+            n = len(args)
+            for i in positions:
+                if i < n:
+                    a = args[i]
+                    if isinstance(a, Tensor):
+                        m = _meta_of(a)
+                        inputs.append(m)
+                        margs[i] = m
+                    elif a is not None:
+                        margs[i] = _convert(a, inputs)
+            margs = tuple(margs)
+        mkw: dict[str, Any] = {}
+        if kwargs:
+            kws = plan.keywords
+            for k, v in kwargs.items():
+                mkw[k] = _convert(v, None if k == "out" else inputs) if k in kws else v
+        return self._finish(plan.name, plan.func, plan.is_view, module, phase, margs, mkw, inputs, out)
+
     def record(self, name: str, func: Any, module: str, phase: str, args: Any, kwargs: Any, out: Any) -> OpEvent:
+        """Record one call whose arguments are looked at whole (no schema: synthetic events)."""
         inputs: list[TensorMeta] = []
         margs = tuple([_convert(a, inputs) for a in args])
         mkw = {k: _convert(v, None if k == "out" else inputs) for k, v in kwargs.items()} if kwargs else {}
-        outputs: list[TensorMeta] = []
-        if isinstance(out, torch.Tensor):
-            outputs.append(TensorMeta.of(out))
+        return self._finish(name, func, func is not None and _is_view_op(func), module, phase, margs, mkw, inputs, out)
+
+    def _finish(self, name: str, func: Any, is_view: bool, module: str, phase: str, margs: tuple, mkw: dict,
+                inputs: list[TensorMeta], out: Any) -> OpEvent:
+        if isinstance(out, Tensor):
+            outputs: Any = (_meta_of(out),)
         elif isinstance(out, (list, tuple)):
-            _convert(list(out), outputs)
-        created = []
+            found: list[TensorMeta] = []
+            _convert(list(out), found)
+            outputs = tuple(found)
+        else:
+            outputs = ()
         known = self.known_storages
         for t in inputs:
-            known.add(t.storage_key)
+            known.add(t[3])
+        created: Any = ()
         for t in outputs:
-            if t.storage_key not in known:
-                known.add(t.storage_key)
-                created.append((t.storage_key, t.storage_nbytes))
-        ev = OpEvent(
-            index=len(self.events),
-            op=name,
-            module=module,
-            phase=phase,
-            args=margs,
-            kwargs=mkw,
-            inputs=tuple(inputs),
-            outputs=tuple(outputs),
-            created=tuple(created),
-            is_view=func is not None and _is_view_op(func),
-            overload=func,
-        )
-        self.events.append(ev)
-        for obs in self.observers:
-            obs(ev)
+            key = t[3]
+            if key not in known:
+                known.add(key)
+                created = (*created, (key, t[4]))
+        events = self.events
+        ev = OpEvent(len(events), name, module, phase, margs, mkw, tuple(inputs), outputs, created, [], is_view, func)
+        events.append(ev)
+        if self.observers:
+            for obs in self.observers:
+                obs(ev)
         return ev
 
     def meta_scalar(self, func: Any, t: torch.Tensor) -> Any:
