@@ -322,7 +322,7 @@ MHA_MACS = 11840
 def test_mha_fast_path_counted_like_slow_path(need_weights):
     m = MHA().eval()
     x = torch.randn(2, 5, 16)
-    # fast path: runs only outside the capture's TorchFunctionMode, so record with a bare capture
+    # fast path: the capture turns it off (torch.backends.mha), so record it with a bare capture
     with torch.inference_mode():
         evs = events_of(lambda: m.mha(x, x, x, need_weights=need_weights))
     fast = only(evs, "aten._native_multi_head_attention")

@@ -199,7 +199,9 @@ def run_capture(
             from torch.nn.utils.stateless import _reparametrize_module
 
             swap.enter_context(_reparametrize_module(model, state, tie_weights=True, strict=False))
-        with swap, capturing(model, st):
+        # the function mode is needed to tag autograd nodes (training) and is kept on meta, where an
+        # attention call that escapes the wrapper would run the math decomposition
+        with swap, capturing(model, st, function_mode=train or dev.type == "meta"):
             try:
                 st.tag_nodes = train
                 with torch.set_grad_enabled(train):

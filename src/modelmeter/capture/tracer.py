@@ -9,7 +9,8 @@ inner modules). During backward the dispatch mode asks autograd which node is ru
 functional calls inside ``forward``.
 
 Scaled-dot-product attention is seen one level higher, as ``F.scaled_dot_product_attention``
-(a ``TorchFunctionMode``), and recorded as one fused op (``modelmeter.sdpa``, and
+(a ``TorchFunctionMode`` when training or on meta, a wrapper around the function for a real-tensor
+inference run; see :func:`capturing`), and recorded as one fused op (``modelmeter.sdpa``, and
 ``modelmeter.sdpa_backward`` for its gradient). PyTorch picks a different kernel on each device (the
 math decomposition on meta, flash on CPU, flash/efficient/cuDNN on CUDA); counting the call itself
 makes the counts identical on every device and in every mode. The aten kernels still run, and each
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
@@ -149,6 +151,7 @@ class _Recorder(TorchDispatchMode):
 
 
 _LOCAL_SCALAR = torch.ops.aten._local_scalar_dense.default
+_SDPA = torch._C._nn.scaled_dot_product_attention  # what F.scaled_dot_product_attention is
 _current_node = torch._C._current_autograd_node
 
 
@@ -160,7 +163,7 @@ class _SdpaMode(TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204
         kwargs = kwargs or {}
         s = self.s
-        if func is F.scaled_dot_product_attention and not s.suppress:
+        if func is _SDPA and not s.suppress:
             return s.sdpa(func, args, kwargs)
         out = func(*args, **kwargs)
         if s.tag_nodes and isinstance(out, torch.Tensor):
@@ -398,18 +401,59 @@ def _tag_graph(root: Any, key: str, value: Any, stops: set[int]) -> None:
 
 
 @contextlib.contextmanager
-def capturing(model: torch.nn.Module, state: _State) -> Iterator[None]:
-    """Install the hooks and modes; remove them whatever happens."""
+def capturing(model: torch.nn.Module, state: _State, *, function_mode: bool = True) -> Iterator[None]:
+    """Install the hooks and modes; remove them whatever happens.
+
+    Attention is caught by wrapping ``torch.nn.functional.scaled_dot_product_attention`` for the
+    duration. That catches every call made through the module attribute, including those inside
+    functions that PyTorch runs with torch-function handling switched off
+    (``F.multi_head_attention_forward`` under a ``TorchFunctionMode``).
+
+    ``function_mode=True`` also watches every torch function call (a ``TorchFunctionMode``): it
+    tags autograd nodes with their module for the backward pass, and catches attention reached by a
+    reference taken before the capture (``from torch.nn.functional import
+    scaled_dot_product_attention``), which on meta would otherwise run the math decomposition. It
+    costs a Python call per torch function, tensor method and attribute read (``x.shape``,
+    ``x.view``): 2-8% of a CPU forward. A real-tensor inference run needs neither (an early
+    reference reaches the aten kernel, which has its own rule with the same formula) and passes False.
+
+    ``nn.MultiheadAttention``'s and ``nn.TransformerEncoderLayer``'s fused inference fast paths are
+    turned off for the duration (``torch.backends.mha.set_fastpath_enabled``), so that a real run
+    takes the path a meta run must take (PyTorch has no fast path on meta) and the two agree.
+    """
     from torch.nn.modules import module as module_mod
 
+    fastpath = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
     h1 = module_mod.register_module_forward_pre_hook(state.pre_hook)
     h2 = module_mod.register_module_forward_hook(state.post_hook, always_call=True)
     try:
-        with _SdpaMode(state), _Recorder(state):
+        with _sdpa_wrapped(state), (_SdpaMode(state) if function_mode else contextlib.nullcontext()), \
+                _Recorder(state):
             yield
     finally:
         h1.remove()
         h2.remove()
+        torch.backends.mha.set_fastpath_enabled(fastpath)
+
+
+@contextlib.contextmanager
+def _sdpa_wrapped(state: _State) -> Iterator[None]:
+    """``F.scaled_dot_product_attention`` replaced by a wrapper that records it as one op; restored
+    after. Calls from other threads (the module attribute is global) go straight through."""
+    original = F.scaled_dot_product_attention
+    owner = threading.get_ident()
+
+    def scaled_dot_product_attention(*args: Any, **kwargs: Any) -> Any:
+        if state.suppress or threading.get_ident() != owner:
+            return original(*args, **kwargs)
+        return state.sdpa(original, args, kwargs)
+
+    F.scaled_dot_product_attention = scaled_dot_product_attention
+    try:
+        yield
+    finally:
+        F.scaled_dot_product_attention = original
 
 
 def module_table(mods: list[tuple[str, torch.nn.Module]], state: _State) -> dict[str, ModuleInfo]:

@@ -1,0 +1,201 @@
+"""The capture's fast paths record exactly what the general ones would.
+
+* Each op's arguments are read through a plan made once from its schema (only the arguments typed
+  as tensors are looked at); the events must equal those of the general, look-at-everything path.
+* A real-tensor inference run catches ``F.scaled_dot_product_attention`` by wrapping the function
+  instead of watching every torch call; counts must equal the meta run's, the function must be put
+  back whatever happens, and calls bound before the capture or made from other threads must be
+  handled.
+* ``profile`` pauses the cyclic garbage collector and restores it.
+"""
+
+from __future__ import annotations
+
+import gc
+import threading
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.functional import scaled_dot_product_attention as bound_early
+
+import modelmeter as mm
+from modelmeter.capture.run import run_capture
+from modelmeter.capture.tracer import _State, capturing
+
+# q, k, v of shape (2, 4, 6, 8), not causal (derived in test_costs_attention.py): 8 heads x 36 pairs
+# = 288 scores; MACs 288 x (8 + 8) = 4608; FLOPs 2 x 4608 + 288 x (1 scale + 5 softmax) = 10944.
+DENSE = (4608, 10944)
+
+
+class Mixed(nn.Module):
+    """Ops whose tensors sit in every kind of argument: plain, optional, lists, lists of optionals,
+    keyword-only, ``out=``, and an op returning a tuple."""
+
+    def __init__(self, use_out: bool = True) -> None:
+        super().__init__()
+        self.use_out = use_out  # out= is not differentiable: off for the training step
+        self.conv = nn.Conv2d(3, 4, 3, bias=False)
+        self.bn = nn.BatchNorm2d(4)
+        self.emb = nn.Embedding(10, 4)
+
+    def forward(self, x, ids):
+        y = self.bn(self.conv(x))
+        y = torch.cat([y, y], dim=1)
+        idx = torch.tensor([0, 2])
+        z = y[:, idx]  # aten.index.Tensor: a list of optional tensors
+        w = torch.where(z > 0, z, torch.zeros_like(z))
+        if self.use_out:
+            out = torch.empty_like(w)
+            torch.add(w, w, alpha=2, out=out)  # keyword-only alpha, out=
+        else:
+            out = torch.add(w, w, alpha=2)
+        vals, _ = torch.max(out.flatten(1), dim=1)  # a tuple of outputs
+        e = self.emb(ids)
+        return vals.sum() + e.sum() + F.scaled_dot_product_attention(e[None], e[None], e[None]).sum()
+
+
+class _BothWays(_State):
+    """Records each op through its plan and checks it against the general conversion."""
+
+    def __init__(self) -> None:
+        super().__init__({}, {})
+        self.checked = 0
+
+    def record_op(self, plan, module, phase, args, kwargs, out):  # noqa: ANN001, ANN201
+        ev = super().record_op(plan, module, phase, args, kwargs, out)
+        general = _State({}, {})
+        ref = general.record(plan.name, plan.func, module, phase, args, kwargs or {}, out)
+        assert (ev.op, ev.args, ev.kwargs, ev.inputs, ev.outputs, ev.is_view) == (
+            ref.op, ref.args, ref.kwargs, ref.inputs, ref.outputs, ref.is_view), ev.op
+        self.checked += 1
+        return ev
+
+
+def test_schema_plan_records_what_the_general_conversion_records():
+    m = Mixed().eval()
+    st = _BothWays()
+    with torch.no_grad(), capturing(m, st, function_mode=False):
+        m(torch.randn(1, 3, 8, 8), torch.tensor([[1, 2, 3]]))
+    ops = {e.op for e in st.events}
+    # the kinds of arguments this test is about were all seen
+    assert {"aten.convolution.default", "aten.cat.default", "aten.index.Tensor", "aten.add.out",
+            "aten.where.self", "aten.max.dim", "aten.embedding.default"} <= ops
+    assert st.checked == len([e for e in st.events if not e.op.startswith("modelmeter.")])
+
+
+def test_plan_records_the_same_events_in_a_training_step():
+    m = Mixed(use_out=False)
+    st = _BothWays()
+    with capturing(m, st, function_mode=True):
+        st.tag_nodes = True
+        m(torch.randn(1, 3, 8, 8), torch.tensor([[1, 2, 3]])).backward()
+    assert any(e.phase == "forward" for e in st.events)
+    assert st.checked > 20
+
+
+class Attn(nn.Module):
+    def forward(self, q, k, v):
+        return F.scaled_dot_product_attention(q, k, v)
+
+
+class AttnBoundEarly(nn.Module):
+    """Calls a reference to the function taken when this test file was imported."""
+
+    def forward(self, q, k, v):
+        return bound_early(q, k, v)
+
+
+def _qkv():
+    return tuple(torch.randn(2, 4, 6, 8) for _ in range(3))
+
+
+def test_real_inference_catches_attention_without_the_function_mode():
+    original = F.scaled_dot_product_attention
+    tr = run_capture(Attn(), _qkv(), device="cpu")
+    assert [e.op for e in tr.events] == ["modelmeter.sdpa"]
+    assert F.scaled_dot_product_attention is original
+    for device in ("cpu", "meta"):
+        r = mm.profile(Attn(), _qkv(), device=device)
+        assert (r.totals.macs, r.totals.flops) == DENSE
+
+
+def test_attention_bound_before_the_capture_counts_the_same():
+    # on CPU the early reference reaches the fused CPU kernel, which has the same formula; on meta
+    # the function mode catches it whatever name it is called by
+    cpu = mm.profile(AttnBoundEarly(), _qkv(), device="cpu")
+    assert [o.op for o in cpu.ops] == ["aten._scaled_dot_product_flash_attention_for_cpu.default"]
+    meta = mm.profile(AttnBoundEarly(), _qkv(), device="meta")
+    assert [o.op for o in meta.ops] == ["modelmeter.sdpa"]
+    assert (cpu.totals.macs, cpu.totals.flops) == (meta.totals.macs, meta.totals.flops) == DENSE
+
+
+class AttnWithThread(nn.Module):
+    """Attention here, and a second call from another thread during the forward."""
+
+    def forward(self, q, k, v):
+        t = threading.Thread(target=F.scaled_dot_product_attention, args=(q, k, v))
+        t.start()
+        t.join()
+        return F.scaled_dot_product_attention(q, k, v)
+
+
+def test_attention_from_another_thread_is_not_recorded():
+    tr = run_capture(AttnWithThread(), _qkv(), device="cpu")
+    assert [e.op for e in tr.events] == ["modelmeter.sdpa"]
+
+
+class Broken(nn.Module):
+    def forward(self, q, k, v):
+        F.scaled_dot_product_attention(q, k, v)
+        raise RuntimeError("boom")
+
+
+@pytest.mark.parametrize("fastpath", [True, False])
+def test_function_and_fast_path_flag_restored_after_a_failure(fastpath):
+    original = F.scaled_dot_product_attention
+    before = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(fastpath)
+    try:
+        with pytest.raises(mm.ModelmeterError, match="boom"):
+            mm.profile(Broken(), _qkv(), device="cpu")
+        assert F.scaled_dot_product_attention is original
+        assert torch.backends.mha.get_fastpath_enabled() is fastpath
+    finally:
+        torch.backends.mha.set_fastpath_enabled(before)
+
+
+def test_transformer_encoder_layer_counted_alike_on_meta_and_cpu():
+    # in eval under no_grad a real run would take the fused fast path (one opaque
+    # aten._transformer_encoder_layer_fwd); the capture turns the fast path off so that the CPU run
+    # sees the ops the meta run sees
+    layer = nn.TransformerEncoderLayer(16, 4, dim_feedforward=32, batch_first=True).eval()
+    x = torch.randn(2, 5, 16)
+    cpu = mm.profile(layer, x, device="cpu")
+    meta = mm.profile(layer, x, device="meta")
+    assert not any("_transformer_encoder_layer_fwd" in o.op for o in cpu.ops)
+    assert not cpu.uncounted_ops
+    # in-projection 3 x 10 rows x 16 x 16 = 7680; attention 2 x 4 heads x 25 pairs x (4 + 4) = 1600;
+    # out-projection 10 x 16 x 16 = 2560; feed-forward 10 x 16 x 32 x 2 = 10240. Total 22080.
+    assert cpu.totals.macs == meta.totals.macs == 22080
+    assert cpu.totals.flops == meta.totals.flops
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_profile_restores_the_garbage_collector(enabled):
+    was = gc.isenabled()
+    (gc.enable if enabled else gc.disable)()
+    try:
+        seen = []
+
+        class Probe(nn.Module):
+            def forward(self, x):
+                seen.append(gc.isenabled())
+                return x * 2
+
+        mm.profile(Probe(), torch.randn(3), device="cpu")
+        assert seen == [False]  # paused while counting
+        assert gc.isenabled() is enabled
+    finally:
+        (gc.enable if was else gc.disable)()
