@@ -292,7 +292,7 @@ def t_floor_capture(case: Case, detail: bool) -> dict[str, Any]:
             return _NoEvent()
 
     st = NoRecord({id(m): p for p, m in case.model.named_modules()}, {})
-    with torch.no_grad(), capturing(case.model, st):
+    with torch.no_grad(), capturing(case.model, st, function_mode=False):  # as profile(device="cpu")
         case.call()
     return {}
 

@@ -199,3 +199,24 @@ def test_profile_restores_the_garbage_collector(enabled):
         assert gc.isenabled() is enabled
     finally:
         (gc.enable if was else gc.disable)()
+
+
+def test_module_walk_matches_named_modules():
+    # a Linear registered under two parents, a Sequential under two parents (so the Linear is met a
+    # third time), a None child: the walk must list what named_modules lists, in its order
+    shared = nn.Linear(2, 2)
+    inner = nn.Sequential(nn.ReLU(), shared)
+    m = nn.Module()
+    m.a = nn.Sequential(inner, nn.Tanh())
+    m.b = shared
+    m.c = None
+    m.d = nn.ModuleList([inner, nn.Identity()])
+    from modelmeter.capture.tracer import walk_modules
+
+    walked = walk_modules(m)
+    assert [(p, id(x)) for p, _, x in walked] == [(p, id(x)) for p, x in m.named_modules()]
+    assert [parent for _, parent, _ in walked][:3] == [None, "", "a"]
+    import torchvision
+
+    r = torchvision.models.resnet18()
+    assert [(p, id(x)) for p, _, x in walk_modules(r)] == [(p, id(x)) for p, x in r.named_modules()]

@@ -7,6 +7,7 @@ import math
 import torch
 from torch import nn
 
+from ..capture.tracer import walk_modules
 from ..report.model import ParamSizes
 
 
@@ -24,18 +25,8 @@ def unique_members(model: nn.Module, attr: str) -> list[torch.Tensor]:
 
 
 def _all_modules(model: nn.Module) -> list[nn.Module]:
-    """Every module once (``model.modules()`` order), by an explicit stack: no generator per module."""
-    out: list[nn.Module] = []
-    seen = {id(model)}
-    stack = [model]
-    while stack:
-        mod = stack.pop()
-        out.append(mod)
-        children = [c for c in mod._modules.values() if c is not None and id(c) not in seen]
-        for c in children:
-            seen.add(id(c))
-        stack.extend(reversed(children))
-    return out
+    """Every module once, in ``model.modules()`` order."""
+    return [m for _, _, m in walk_modules(model)]
 
 
 def count_params(model: nn.Module, params: list[torch.Tensor] | None = None,
@@ -98,19 +89,7 @@ def param_table(model: nn.Module) -> tuple[dict[str, tuple[int, int]], list[torc
     inclusive set of tensor ids is built instead, so a tied tensor counts once wherever both users
     sit in the same subtree.
     """
-    order: list[tuple[str, str | None, nn.Module]] = []  # (path, parent path, module), pre-order
-    seen = {id(model)}
-    stack: list[tuple[str, str | None, nn.Module]] = [("", None, model)]
-    while stack:
-        path, parent, mod = stack.pop()
-        order.append((path, parent, mod))
-        kids = []
-        for name, child in mod._modules.items():
-            if child is None or id(child) in seen:  # a module registered twice: under its first path only
-                continue
-            seen.add(id(child))
-            kids.append((f"{path}.{name}" if path else name, path, child))
-        stack.extend(reversed(kids))
+    order = walk_modules(model)  # (path, parent path, module), parents first
 
     own: dict[str, int] = {}
     held: set[int] = set()

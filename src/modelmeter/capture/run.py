@@ -17,7 +17,7 @@ from torch import nn
 
 from ..errors import InputError, ModelmeterError, ModelRunError
 from .events import TensorMeta, Trace
-from .tracer import _State, capturing, module_table
+from .tracer import _State, capturing, module_table, walk_modules
 
 OPTIMIZERS = ("sgd", "sgd-momentum", "adam", "adamw")
 
@@ -53,12 +53,12 @@ def _map_tensors(x: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
     return x
 
 
-def _named_members(mods: list[tuple[str, nn.Module]], attr: str) -> dict[str, torch.Tensor]:
+def _named_members(mods: list[tuple[str, str | None, nn.Module]], attr: str) -> dict[str, torch.Tensor]:
     """``dict(model.named_parameters())`` (attr ``_parameters``) or ``named_buffers()`` from a
-    ``named_modules()`` list: same order, a tensor shared by several modules once, under its first name."""
+    :func:`walk_modules` list: same order, a tensor shared by several modules once, under its first name."""
     out: dict[str, torch.Tensor] = {}
     seen: set[int] = set()
-    for prefix, mod in mods:
+    for prefix, _, mod in mods:
         for k, v in getattr(mod, attr).items():
             if v is None or id(v) in seen:
                 continue
@@ -123,8 +123,8 @@ def run_capture(
 
     # stand-ins for parameters and buffers -------------------------------------------------------
     # one walk of the module tree serves names, parameters, buffers and modes (each walk is ~1 us/module)
-    mods = list(model.named_modules())
-    names = {id(m): p for p, m in mods}
+    mods = walk_modules(model)
+    names = {id(m): p for p, _, m in mods}
     params = _named_members(mods, "_parameters")
     buffers = _named_members(mods, "_buffers")
     need_copy = dev.type == "meta" or train or dtype is not None
@@ -187,7 +187,7 @@ def run_capture(
     float_dtypes = [p.dtype for p in used_params.values() if p.dtype.is_floating_point]
     trace.dtype = str(max(set(float_dtypes), key=float_dtypes.count)).replace("torch.", "") if float_dtypes else "float32"
 
-    saved_modes = {m: m.training for _, m in mods}
+    saved_modes = {m: m.training for _, _, m in mods}
     try:
         if any(m.training != train for m in saved_modes):
             model.train(train)

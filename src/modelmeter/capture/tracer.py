@@ -456,13 +456,36 @@ def _sdpa_wrapped(state: _State) -> Iterator[None]:
         F.scaled_dot_product_attention = original
 
 
-def module_table(mods: list[tuple[str, torch.nn.Module]], state: _State) -> dict[str, ModuleInfo]:
-    """Every module of the model (``list(model.named_modules())``), called or not, with its call count."""
-    out: dict[str, ModuleInfo] = {}
-    for path, mod in mods:
-        parent = None if path == "" else (path.rsplit(".", 1)[0] if "." in path else "")
-        out[path] = ModuleInfo(path=path, type=type(mod).__name__, parent=parent, calls=state.calls.get(path, 0))
+def walk_modules(model: torch.nn.Module) -> list[tuple[str, str | None, torch.nn.Module]]:
+    """``(path, parent path, module)`` for every module once, in ``model.named_modules()`` order.
+
+    An explicit stack instead of ``named_modules``' generator per module (a tenth of the time on a
+    model with hundreds of modules). A module registered twice is listed under the path a
+    depth-first walk meets first, as ``named_modules`` does; the root's parent is None.
+    """
+    out: list[tuple[str, str | None, torch.nn.Module]] = []
+    seen: set[int] = set()
+    stack: list[tuple[str, str | None, torch.nn.Module]] = [("", None, model)]
+    while stack:
+        item = stack.pop()
+        mod = item[2]
+        if id(mod) in seen:
+            continue
+        seen.add(id(mod))
+        out.append(item)
+        path = item[0]
+        kids = [(f"{path}.{name}" if path else name, path, child) for name, child in mod._modules.items()
+                if child is not None]
+        if kids:
+            kids.reverse()
+            stack.extend(kids)
     return out
+
+
+def module_table(mods: list[tuple[str, str | None, torch.nn.Module]], state: _State) -> dict[str, ModuleInfo]:
+    """Every module of the model (:func:`walk_modules`), called or not, with its call count."""
+    calls = state.calls
+    return {path: ModuleInfo(path, type(mod).__name__, parent, calls.get(path, 0)) for path, parent, mod in mods}
 
 
 def capture(*args: Any, **kwargs: Any):  # noqa: ANN201
