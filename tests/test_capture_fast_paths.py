@@ -45,6 +45,7 @@ class Mixed(nn.Module):
         y = torch.cat([y, y], dim=1)
         idx = torch.tensor([0, 2])
         z = y[:, idx]  # aten.index.Tensor: a list of optional tensors
+        z = z.relu_()  # in place: returns its first argument
         w = torch.where(z > 0, z, torch.zeros_like(z))
         if self.use_out:
             out = torch.empty_like(w)
@@ -81,7 +82,7 @@ def test_schema_plan_records_what_the_general_conversion_records():
     ops = {e.op for e in st.events}
     # the kinds of arguments this test is about were all seen
     assert {"aten.convolution.default", "aten.cat.default", "aten.index.Tensor", "aten.add.out",
-            "aten.where.self", "aten.max.dim", "aten.embedding.default"} <= ops
+            "aten.where.self", "aten.max.dim", "aten.embedding.default", "aten.relu_.default"} <= ops
     assert st.checked == len([e for e in st.events if not e.op.startswith("modelmeter.")])
 
 

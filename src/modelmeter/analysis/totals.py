@@ -8,7 +8,8 @@ import torch
 from torch import nn
 
 from ..capture.events import Trace
-from ..costs import CountSettings, cost_of, using_settings
+from ..costs import CountSettings, using_settings
+from ..costs.registry import cost_values
 from ..report.model import (
     EventRow,
     ModuleRow,
@@ -35,9 +36,8 @@ def cost_events(trace: Trace, settings: CountSettings) -> list[EventRow]:
     append = rows.append
     with using_settings(settings):
         for ev in trace.events:
-            c, counted = cost_of(ev)
-            append(EventRow(ev.index, ev.op, ev.module, ev.phase, c.macs, c.flops,
-                            c.bytes_read or 0, c.bytes_written or 0, counted))
+            macs, flops, r, w, counted = cost_values(ev)
+            append(EventRow(ev.index, ev.op, ev.module, ev.phase, macs, flops, r or 0, w or 0, counted))
     return rows
 
 

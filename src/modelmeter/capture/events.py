@@ -45,10 +45,11 @@ class TensorMeta(NamedTuple):
 
     @classmethod
     def of(cls, t: torch.Tensor) -> TensorMeta:
-        # the capture's hot path: positional arguments, device type from flags (no torch.device object)
+        # the capture's hot path: positional arguments, the shape as the torch.Size it is (a tuple),
+        # device type from flags (no torch.device object)
         st = t.untyped_storage()
-        dev = "meta" if t.is_meta else ("cpu" if t.is_cpu else t.device.type)
-        return _tuple_new(cls, (tuple(t.shape), t.dtype, dev, st._cdata, st.nbytes(), t.requires_grad))
+        dev = "cpu" if t.is_cpu else ("meta" if t.is_meta else t.device.type)
+        return _tuple_new(cls, (t.shape, t.dtype, dev, st._cdata, st.nbytes(), t.requires_grad))
 
 
 @dataclass(slots=True)

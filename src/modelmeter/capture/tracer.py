@@ -70,6 +70,17 @@ def _convert(x: Any, found: list[TensorMeta] | None) -> Any:
     return x
 
 
+def _outputs(out: Any) -> tuple[TensorMeta, ...]:
+    """The metadata of the tensors an op returned (a tensor, or a list/tuple holding tensors)."""
+    if isinstance(out, Tensor):
+        return (_meta_of(out),)
+    if isinstance(out, (list, tuple)):
+        found: list[TensorMeta] = []
+        _convert(list(out), found)
+        return tuple(found)
+    return ()
+
+
 class _OpPlan(NamedTuple):
     """What the capture needs to know of an op, worked out once per op from its schema."""
 
@@ -224,25 +235,23 @@ class _State:
             kws = plan.keywords
             for k, v in kwargs.items():
                 mkw[k] = _convert(v, None if k == "out" else inputs) if k in kws else v
-        return self._finish(plan.name, plan.func, plan.is_view, module, phase, margs, mkw, inputs, out)
+        if isinstance(out, Tensor):
+            # an in-place op returns its first argument, whose metadata was taken just now (after the op)
+            outputs = (inputs[0],) if positions and positions[0] == 0 and args and out is args[0] else (_meta_of(out),)
+        else:
+            outputs = _outputs(out)
+        return self._finish(plan.name, plan.func, plan.is_view, module, phase, margs, mkw, inputs, outputs)
 
     def record(self, name: str, func: Any, module: str, phase: str, args: Any, kwargs: Any, out: Any) -> OpEvent:
         """Record one call whose arguments are looked at whole (no schema: synthetic events)."""
         inputs: list[TensorMeta] = []
         margs = tuple([_convert(a, inputs) for a in args])
         mkw = {k: _convert(v, None if k == "out" else inputs) for k, v in kwargs.items()} if kwargs else {}
-        return self._finish(name, func, func is not None and _is_view_op(func), module, phase, margs, mkw, inputs, out)
+        return self._finish(name, func, func is not None and _is_view_op(func), module, phase, margs, mkw, inputs,
+                            _outputs(out))
 
     def _finish(self, name: str, func: Any, is_view: bool, module: str, phase: str, margs: tuple, mkw: dict,
-                inputs: list[TensorMeta], out: Any) -> OpEvent:
-        if isinstance(out, Tensor):
-            outputs: Any = (_meta_of(out),)
-        elif isinstance(out, (list, tuple)):
-            found: list[TensorMeta] = []
-            _convert(list(out), found)
-            outputs = tuple(found)
-        else:
-            outputs = ()
+                inputs: list[TensorMeta], outputs: tuple[TensorMeta, ...]) -> OpEvent:
         known = self.known_storages
         for t in inputs:
             known.add(t[3])

@@ -223,6 +223,9 @@ def _flatten(x: Any, out: list[TensorMeta]) -> None:
             _flatten(y, out)
 
 
+_ARG_PLANS: dict[str, tuple[tuple[str, ...], dict[str, Any]] | None] = {}
+
+
 def arguments(ev: OpEvent) -> dict[str, Any]:
     """The op's arguments by their schema names, with schema defaults filled in.
 
@@ -231,35 +234,49 @@ def arguments(ev: OpEvent) -> dict[str, Any]:
     schema (``modelmeter.sdpa``) already carry named ``kwargs``. A missing argument without a
     default reads as ``None``.
     """
-    sig = _signature(ev)
-    if sig is None:
+    plan = _ARG_PLANS.get(ev.op, _NO_DEFAULT)
+    if plan is _NO_DEFAULT:
+        sig = _signature(ev)
+        plan = None if sig is None else (
+            tuple(name for name, kwarg_only, _, _ in sig if not kwarg_only),  # positional names, in order
+            {name: None if default is _NO_DEFAULT else default for name, _, default, _ in sig},
+        )
+        _ARG_PLANS[ev.op] = plan
+    if plan is None:
         return dict(ev.kwargs)
-    out: dict[str, Any] = {}
-    npos = len(ev.args)
-    for i, (name, kwarg_only, default, _written) in enumerate(sig):
-        if not kwarg_only and i < npos:
-            out[name] = ev.args[i]
-        elif name in ev.kwargs:
-            out[name] = ev.kwargs[name]
-        else:
-            out[name] = None if default is _NO_DEFAULT else default
+    positional, defaults = plan
+    out = dict(defaults)
+    out.update(zip(positional, ev.args))
+    if ev.kwargs:
+        for name, value in ev.kwargs.items():
+            if name in defaults:
+                out[name] = value
     return out
 
 
 def cost_of(ev: OpEvent) -> tuple[Cost, bool]:
     """The cost of one event, and whether it was counted (a rule, or an op with no arithmetic)."""
+    macs, flops, r, w, counted = cost_values(ev)
+    return Cost(macs, flops, r, w), counted
+
+
+def cost_values(ev: OpEvent) -> tuple[int, int, int, int, bool]:
+    """:func:`cost_of` as plain values ``(macs, flops, bytes_read, bytes_written, counted)``: what a
+    report adds up for every event, without building a second :class:`Cost` to fill in the bytes."""
     rule = rule_for(ev.op)
     if rule is None:
         r, w = default_bytes(ev)
-        return Cost(0, 0, r, w), ev.is_view or is_no_arithmetic(ev.op)
+        return 0, 0, r, w, ev.is_view or is_no_arithmetic(ev.op)
     try:
         c = rule(ev)
     except Exception as exc:  # a rule that fails is a bug to report, not a silent zero
         raise RuleError(f"the cost rule for {ev.op} failed in module '{ev.module}': {type(exc).__name__}: {exc}") from exc
-    if c.bytes_read is None or c.bytes_written is None:
-        r, w = default_bytes(ev)
-        c = Cost(c.macs, c.flops, r if c.bytes_read is None else c.bytes_read, w if c.bytes_written is None else c.bytes_written)
-    return c, True
+    r, w = c.bytes_read, c.bytes_written
+    if r is None or w is None:
+        dr, dw = default_bytes(ev)
+        r = dr if r is None else r
+        w = dw if w is None else w
+    return c.macs, c.flops, r, w, True
 
 
 COST_FIELDS = tuple(f.name for f in fields(Cost))
