@@ -168,3 +168,14 @@ def test_dict_and_tuple_inputs() -> None:
     assert mm.profile(Two(), {"a": torch.randn(3, 4), "b": torch.randn(4, 5)}).totals.macs == 60
     with pytest.raises(InputError, match="inputs must be"):
         mm.profile(Two(), 3)
+
+
+def test_compiled_model_counted_as_its_eager_module() -> None:
+    # torch.compile wraps the model in an OptimizedModule holding it as `_orig_mod`; the capture runs
+    # the eager module, and module rows carry its paths and parameters (4x4+4 = 20, 4x2+2 = 10)
+    m = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 2))
+    eager = mm.profile(m, torch.randn(3, 4))
+    compiled = mm.profile(torch.compile(m), torch.randn(3, 4))
+    rows = [(r.path, r.params, r.macs) for r in compiled.modules]
+    assert rows == [(r.path, r.params, r.macs) for r in eager.modules]
+    assert rows == [("", 30, 72), ("0", 20, 48), ("1", 0, 0), ("2", 10, 24)]  # 3x4x4 = 48, 3x4x2 = 24

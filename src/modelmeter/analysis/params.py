@@ -77,11 +77,13 @@ def module_params(model: nn.Module) -> dict[str, tuple[int, int]]:
     return param_table(model)[0]
 
 
-def param_table(model: nn.Module) -> tuple[dict[str, tuple[int, int]], list[torch.Tensor], list[torch.Tensor]]:
+def param_table(
+    model: nn.Module, order: list[tuple[str, str | None, nn.Module]] | None = None,
+) -> tuple[dict[str, tuple[int, int]], list[torch.Tensor], list[torch.Tensor]]:
     """(path -> (inclusive params, own params), the parameters once, the buffers once), in one walk.
 
     Each tensor counts once within a subtree, and the lists are what ``model.parameters()`` and
-    ``model.buffers()`` give.
+    ``model.buffers()`` give. ``order``: the model's :func:`walk_modules` list when the caller has it.
 
     Modules in ``named_modules()`` order (a module registered twice under its first path only). When
     no parameter tensor is held twice (the common case) a module's inclusive count is its own plus
@@ -89,7 +91,8 @@ def param_table(model: nn.Module) -> tuple[dict[str, tuple[int, int]], list[torc
     inclusive set of tensor ids is built instead, so a tied tensor counts once wherever both users
     sit in the same subtree.
     """
-    order = walk_modules(model)  # (path, parent path, module), parents first
+    if order is None:
+        order = walk_modules(model)  # (path, parent path, module), parents first
 
     own: dict[str, int] = {}
     held: set[int] = set()

@@ -96,7 +96,7 @@ def build_report(
     uncounted = [UncountedOp(op, u[0], u[1], u[2]) for op, u in sorted(unc.items(), key=lambda kv: -kv[1][0])]
     phases = {k: PhaseTotals(*v) for k, v in ph.items()}
 
-    mparams, plist, blist = param_table(model)
+    mparams, plist, blist = param_table(model, trace.walk or None)
     # inclusive figures: the module table is in named_modules() order (parents first), so one pass
     # backwards adds every module into its parent
     mods = trace.modules

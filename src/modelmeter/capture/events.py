@@ -110,3 +110,7 @@ class Trace:
     dtype: str = "float32"
     output_bytes: int = 0
     settings: dict[str, Any] = field(default_factory=dict)
+    # (path, parent path, module) of every module of the model that ran, parents first: the analyses
+    # read parameters from it instead of walking the model again (and a torch.compile wrapper's
+    # ``_orig_mod.`` prefix never enters the paths)
+    walk: list[tuple[str, str | None, Any]] = field(default_factory=list, repr=False)

@@ -141,7 +141,12 @@ def run_capture(
             return nn.Parameter(new, requires_grad=t.requires_grad and train)
         return new
 
-    on_device = all(t.device == dev or (dev.type == "cuda" and t.device.type == "cuda") for t in [*params.values(), *buffers.values()])
+    if dev.type == "cpu":  # flags, not a torch.device object per tensor
+        on_device = all(t.is_cpu for t in params.values()) and all(t.is_cpu for t in buffers.values())
+    elif dev.type == "cuda":
+        on_device = all(t.is_cuda for t in params.values()) and all(t.is_cuda for t in buffers.values())
+    else:
+        on_device = all(t.device == dev for t in [*params.values(), *buffers.values()])
     if need_copy or not on_device:
         state = {n: stand_in(p, True) for n, p in params.items()}
         state.update({n: stand_in(b, False) for n, b in buffers.items()})
@@ -171,21 +176,23 @@ def run_capture(
         events=st.events, modules={}, root_type=type(model).__name__, mode="meta" if dev.type == "meta" else "real",
         device=str(dev), train=train,
     )
-    for n in params:
-        t = used_params[n]
-        trace.param_storages[t.untyped_storage()._cdata] = t.untyped_storage().nbytes()
-    for n in buffers:
-        t = used_params[n]
-        trace.buffer_storages[t.untyped_storage()._cdata] = t.untyped_storage().nbytes()
+    dtype_counts: dict[torch.dtype, int] = {}  # the run's dtype: the most common floating one
+    for group, target in ((params, trace.param_storages), (buffers, trace.buffer_storages)):
+        for n in group:
+            t = used_params[n]
+            storage = t.untyped_storage()
+            target[storage._cdata] = storage.nbytes()
+            if t.dtype.is_floating_point:
+                dtype_counts[t.dtype] = dtype_counts.get(t.dtype, 0) + 1
     flat_inputs: list[torch.Tensor] = []
     _map_tensors((args, kwargs), lambda t: flat_inputs.append(t) or t)
     for t in flat_inputs:
-        trace.input_storages[t.untyped_storage()._cdata] = t.untyped_storage().nbytes()
+        storage = t.untyped_storage()
+        trace.input_storages[storage._cdata] = storage.nbytes()
         trace.input_shapes.append(list(t.shape))
         trace.input_dtypes.append(str(t.dtype).replace("torch.", ""))
     st.known_storages.update(trace.param_storages, trace.buffer_storages, trace.input_storages)
-    float_dtypes = [p.dtype for p in used_params.values() if p.dtype.is_floating_point]
-    trace.dtype = str(max(set(float_dtypes), key=float_dtypes.count)).replace("torch.", "") if float_dtypes else "float32"
+    trace.dtype = str(max(dtype_counts, key=dtype_counts.__getitem__)).replace("torch.", "") if dtype_counts else "float32"
 
     saved_modes = {m: m.training for _, _, m in mods}
     try:
@@ -241,6 +248,7 @@ def run_capture(
             if m.training != flag:  # Module.__setattr__ is slow: touch only what changed
                 m.training = flag
     trace.modules = module_table(mods, st)
+    trace.walk = mods
     trace.settings["data_dependent_reads"] = list(st.data_dependent)
     trace.settings["optimizer"] = optimizer
     return trace
