@@ -20,7 +20,7 @@ from ..report.model import (
     Totals,
     UncountedOp,
 )
-from .params import count_params, param_sizes, param_table
+from .params import param_table
 
 CONVENTIONS = {
     "mac": "one multiply-accumulate inside a matrix-like product (mm, bmm, conv, attention products)",
@@ -96,7 +96,8 @@ def build_report(
     uncounted = [UncountedOp(op, u[0], u[1], u[2]) for op, u in sorted(unc.items(), key=lambda kv: -kv[1][0])]
     phases = {k: PhaseTotals(*v) for k, v in ph.items()}
 
-    mparams, plist, blist = param_table(model, trace.walk or None)
+    table = param_table(model, trace.walk or None, group_size)
+    mparams = table.per_module
     # inclusive figures: the module table is in named_modules() order (parents first), so one pass
     # backwards adds every module into its parent
     mods = trace.modules
@@ -126,15 +127,14 @@ def build_report(
         ))
 
     # totals ------------------------------------------------------------------------------------
-    total, trainable, nbuf, bbytes = count_params(model, plist, blist)
-    sizes = param_sizes(model, group_size, plist)
+    total, trainable, nbuf, bbytes, sizes = table.params, table.trainable, table.buffers, table.buffer_bytes, table.sizes
     # bytes as run: the stand-ins' storages are at the run dtype (e.g. --dtype bf16 on an fp32 model)
     run_param_bytes = sum(trace.param_storages.values()) if trace.param_storages else sizes.own_bytes
     run_buffer_bytes = sum(trace.buffer_storages.values()) if trace.buffer_storages else bbytes
-    macs = sum(e.macs for e in events)
-    flops = sum(e.flops for e in events)
-    br = sum(e.bytes_read for e in events)
-    bw = sum(e.bytes_written for e in events)
+    macs = sum(a[0] for a in ph.values())
+    flops = sum(a[1] for a in ph.values())
+    br = sum(a[2] for a in ph.values())
+    bw = sum(a[3] for a in ph.values())
     input_bytes = sum(trace.input_storages.values())
     totals = Totals(
         params=total, trainable_params=trainable, frozen_params=total - trainable, buffers=nbuf,
