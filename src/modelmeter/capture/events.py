@@ -12,32 +12,44 @@ PHASES = ("forward", "loss", "backward", "optimizer")
 _tuple_new = tuple.__new__
 
 
-class TensorMeta(NamedTuple):
-    """What a cost rule may know about a tensor: its shape, dtype and storage, never its values.
-
-    An immutable named tuple (not a frozen dataclass): one is built for every tensor of every op, and a
-    tuple is several times cheaper to build.
-    """
-
+class _TensorMetaFields(NamedTuple):
     shape: tuple[int, ...]
     dtype: torch.dtype
     device: str
     storage_key: int
     storage_nbytes: int
     requires_grad: bool = False
+    numel: int = 0  # derived from shape: filled in by TensorMeta, never passed
+    nbytes: int = 0  # numel x itemsize
 
-    @property
-    def numel(self) -> int:
-        return math.prod(self.shape)
+
+class TensorMeta(_TensorMetaFields):
+    """What a cost rule may know about a tensor: its shape, dtype and storage, never its values.
+
+    An immutable named tuple (not a frozen dataclass): one is built for every tensor of every op, and a
+    tuple is several times cheaper to build. ``numel`` and ``nbytes`` (bytes of the tensor as seen by
+    an op: numel x itemsize) are worked out once when it is built: every cost rule reads them.
+    Build one as ``TensorMeta(shape, dtype, device, storage_key, storage_nbytes[, requires_grad])``.
+    """
+
+    __slots__ = ()
+
+    def __new__(cls, shape: tuple[int, ...], dtype: torch.dtype, device: str, storage_key: int,
+                storage_nbytes: int, requires_grad: bool = False) -> TensorMeta:
+        n = math.prod(shape)
+        return _tuple_new(cls, (shape, dtype, device, storage_key, storage_nbytes, requires_grad, n, n * dtype.itemsize))
+
+    def __getnewargs__(self) -> tuple[Any, ...]:  # pickling: the arguments of __new__, not every field
+        return tuple(self[:6])
+
+    def _replace(self, **changes: Any) -> TensorMeta:
+        fields = dict(zip(self._fields[:6], self[:6]))
+        fields.update(changes)
+        return TensorMeta(**fields)
 
     @property
     def itemsize(self) -> int:
         return self.dtype.itemsize
-
-    @property
-    def nbytes(self) -> int:
-        """Bytes of the tensor as seen by an op: numel x itemsize."""
-        return math.prod(self.shape) * self.dtype.itemsize
 
     @property
     def ndim(self) -> int:
@@ -49,7 +61,7 @@ class TensorMeta(NamedTuple):
         # device type from flags (no torch.device object)
         st = t.untyped_storage()
         dev = "cpu" if t.is_cpu else ("meta" if t.is_meta else t.device.type)
-        return _tuple_new(cls, (t.shape, t.dtype, dev, st._cdata, st.nbytes(), t.requires_grad))
+        return _tuple_new(cls, (t.shape, t.dtype, dev, st._cdata, st.nbytes(), t.requires_grad, t.numel(), t.nbytes))
 
 
 @dataclass(slots=True)

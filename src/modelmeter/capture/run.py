@@ -53,18 +53,27 @@ def _map_tensors(x: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
     return x
 
 
-def _named_members(mods: list[tuple[str, str | None, nn.Module]], attr: str) -> dict[str, torch.Tensor]:
-    """``dict(model.named_parameters())`` (attr ``_parameters``) or ``named_buffers()`` from a
-    :func:`walk_modules` list: same order, a tensor shared by several modules once, under its first name."""
-    out: dict[str, torch.Tensor] = {}
+def _tables(mods: list[tuple[str, str | None, nn.Module]]) -> tuple[
+    dict[int, str], dict[str, torch.Tensor], dict[str, torch.Tensor], dict[nn.Module, bool]
+]:
+    """From a :func:`walk_modules` list, in one pass: module id -> path; ``dict(named_parameters())``
+    and ``dict(named_buffers())`` (same order, a tensor shared by several modules once, under its
+    first name); and every module's ``training`` flag (restored after the run)."""
+    names: dict[int, str] = {}
+    params: dict[str, torch.Tensor] = {}
+    buffers: dict[str, torch.Tensor] = {}
+    modes: dict[nn.Module, bool] = {}
     seen: set[int] = set()
     for prefix, _, mod in mods:
-        for k, v in getattr(mod, attr).items():
-            if v is None or id(v) in seen:
-                continue
-            seen.add(id(v))
-            out[f"{prefix}.{k}" if prefix else k] = v
-    return out
+        names[id(mod)] = prefix
+        modes[mod] = mod.training
+        for table, members in ((params, mod._parameters), (buffers, mod._buffers)):
+            for k, v in members.items():
+                if v is None or id(v) in seen:
+                    continue
+                seen.add(id(v))
+                table[f"{prefix}.{k}" if prefix else k] = v
+    return names, params, buffers, modes
 
 
 def _first_float_tensor(x: Any) -> torch.Tensor | None:
@@ -124,9 +133,7 @@ def run_capture(
     # stand-ins for parameters and buffers -------------------------------------------------------
     # one walk of the module tree serves names, parameters, buffers and modes (each walk is ~1 us/module)
     mods = walk_modules(model)
-    names = {id(m): p for p, _, m in mods}
-    params = _named_members(mods, "_parameters")
-    buffers = _named_members(mods, "_buffers")
+    names, params, buffers, saved_modes = _tables(mods)
     need_copy = dev.type == "meta" or train or dtype is not None
 
     def stand_in(t: torch.Tensor, is_param: bool) -> torch.Tensor:
@@ -194,7 +201,6 @@ def run_capture(
     st.known_storages.update(trace.param_storages, trace.buffer_storages, trace.input_storages)
     trace.dtype = str(max(dtype_counts, key=dtype_counts.__getitem__)).replace("torch.", "") if dtype_counts else "float32"
 
-    saved_modes = {m: m.training for _, _, m in mods}
     try:
         if any(m.training != train for m in saved_modes):
             model.train(train)
