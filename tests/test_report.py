@@ -106,3 +106,19 @@ def test_markdown_contains_totals(reports: tuple[Report, Report]) -> None:
     assert "| MACs | 792 | 792 |" in md
     assert "`block.lin`" in md
     assert "None: every op has a FLOP rule." in md
+
+
+def test_fast_row_builder_makes_the_same_frozen_rows(reports: tuple[Report, Report]) -> None:
+    import dataclasses
+
+    from modelmeter.report.model import EventRow, ModuleRow, rows
+
+    r = reports[1]
+    for cls, items in ((ModuleRow, r.modules), (EventRow, r.events)):
+        values = [dataclasses.astuple(x) for x in items]
+        built = rows(cls, values)
+        assert built == [cls(*v) for v in values] == items
+        assert all(type(x) is cls for x in built)
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            setattr(built[0], dataclasses.fields(cls)[0].name, None)
+        assert dataclasses.replace(built[0]) == built[0]

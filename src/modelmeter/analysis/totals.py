@@ -19,6 +19,7 @@ from ..report.model import (
     Report,
     Totals,
     UncountedOp,
+    rows,
 )
 from .params import param_table
 
@@ -32,13 +33,13 @@ CONVENTIONS = {
 
 
 def cost_events(trace: Trace, settings: CountSettings) -> list[EventRow]:
-    rows = []
-    append = rows.append
+    values = []
+    append = values.append
     with using_settings(settings):
         for ev in trace.events:
             macs, flops, r, w, counted = cost_values(ev)
-            append(EventRow(ev.index, ev.op, ev.module, ev.phase, macs, flops, r or 0, w or 0, counted))
-    return rows
+            append((ev.index, ev.op, ev.module, ev.phase, macs, flops, r or 0, w or 0, counted))
+    return rows(EventRow, values)
 
 
 def build_report(
@@ -116,15 +117,14 @@ def build_report(
             b[1] += a[1]
             b[2] += a[2]
             b[3] += a[3]
-    modules = []
+    values = []
     for path, info in mods.items():
         o = own.get(path, zero)
         i = incl[path]
         ip, op_ = mparams.get(path, (0, 0))
-        modules.append(ModuleRow(
-            path, info.type, info.parent, 0 if path == "" else path.count(".") + 1, info.calls, ip, op_,
-            i[0], i[1], i[2], i[3], o[0], o[1], o[2], o[3],
-        ))
+        values.append((path, info.type, info.parent, 0 if path == "" else path.count(".") + 1, info.calls, ip, op_,
+                       i[0], i[1], i[2], i[3], o[0], o[1], o[2], o[3]))
+    modules = rows(ModuleRow, values)
 
     # totals ------------------------------------------------------------------------------------
     total, trainable, nbuf, bbytes, sizes = table.params, table.trainable, table.buffers, table.buffer_bytes, table.sizes

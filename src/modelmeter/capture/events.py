@@ -94,8 +94,9 @@ class OpEvent:
         return ".".join(parts[:2]) if len(parts) > 2 else self.op
 
 
-@dataclass(frozen=True, slots=True)
-class ModuleInfo:
+class ModuleInfo(NamedTuple):
+    """One module of the model as the capture saw it (one per module, built on every capture)."""
+
     path: str  # "" is the root
     type: str
     parent: str | None
