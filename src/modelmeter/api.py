@@ -97,6 +97,8 @@ def profile(
                                 optimizer=optimizer, loss_fn=loss_fn)
             report = build_report(model, trace, name=name, settings=CountSettings(causal=causal),
                                   group_size=group_size)
+            # freed before the collector is back: it then has only the report's objects to look at
+            del trace
     if memory:
         import dataclasses
 

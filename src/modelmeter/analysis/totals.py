@@ -32,14 +32,19 @@ CONVENTIONS = {
 }
 
 
-def cost_events(trace: Trace, settings: CountSettings) -> list[EventRow]:
+def cost_values_of(trace: Trace, settings: CountSettings) -> list[tuple]:
+    """Every event's ``(index, op, module, phase, macs, flops, bytes_read, bytes_written, counted)``."""
     values = []
     append = values.append
     with using_settings(settings):
         for ev in trace.events:
             macs, flops, r, w, counted = cost_values(ev)
             append((ev.index, ev.op, ev.module, ev.phase, macs, flops, r or 0, w or 0, counted))
-    return rows(EventRow, values)
+    return values
+
+
+def cost_events(trace: Trace, settings: CountSettings) -> list[EventRow]:
+    return rows(EventRow, cost_values_of(trace, settings))
 
 
 def build_report(
@@ -53,45 +58,45 @@ def build_report(
     from .. import __version__
 
     settings = settings or CountSettings()
-    events = cost_events(trace, settings)
+    values = cost_values_of(trace, settings)
 
-    # per op, per phase and per module (own), in one pass ---------------------------------------
+    # per op, per phase and per module (own), in one pass over the plain values ------------------
     by_op: dict[tuple[str, str], list[int]] = {}
     unc: dict[str, list] = {}
     ph: dict[str, list[int]] = {}
     own: dict[str, list[int]] = {}
-    for e in events:
-        macs, flops, br, bw = e.macs, e.flops, e.bytes_read, e.bytes_written
-        a = by_op.get((e.op, e.phase))
+    for _, op, module, phase, macs, flops, br, bw, counted in values:
+        a = by_op.get((op, phase))
         if a is None:
-            a = by_op[(e.op, e.phase)] = [0, 0, 0, 0, 0, 1]
+            a = by_op[(op, phase)] = [0, 0, 0, 0, 0, 1]
         a[0] += 1
         a[1] += macs
         a[2] += flops
         a[3] += br
         a[4] += bw
-        if not e.counted:
+        if not counted:
             a[5] = 0
-            u = unc.setdefault(e.op, [0, [], 0])
+            u = unc.setdefault(op, [0, [], 0])
             u[0] += 1
-            if e.module not in u[1]:
-                u[1].append(e.module)
+            if module not in u[1]:
+                u[1].append(module)
             u[2] += br + bw
-        a = ph.get(e.phase)
+        a = ph.get(phase)
         if a is None:
-            a = ph[e.phase] = [0, 0, 0, 0, 0]
+            a = ph[phase] = [0, 0, 0, 0, 0]
         a[0] += macs
         a[1] += flops
         a[2] += br
         a[3] += bw
         a[4] += 1
-        a = own.get(e.module)
+        a = own.get(module)
         if a is None:
-            a = own[e.module] = [0, 0, 0, 0]
+            a = own[module] = [0, 0, 0, 0]
         a[0] += macs
         a[1] += flops
         a[2] += br
         a[3] += bw
+    events = rows(EventRow, values)
     ops = [OpRow(op, phase, a[0], a[1], a[2], a[3], a[4], bool(a[5])) for (op, phase), a in by_op.items()]
     ops.sort(key=lambda r: (-r.flops, -(r.bytes_read + r.bytes_written), r.op))
     uncounted = [UncountedOp(op, u[0], u[1], u[2]) for op, u in sorted(unc.items(), key=lambda kv: -kv[1][0])]
