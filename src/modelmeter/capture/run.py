@@ -161,9 +161,10 @@ def run_capture(
         state = None
 
     used_params = state if state is not None else {**params, **buffers}
-    param_paths = {}
-    for n in params:
-        param_paths[id(used_params[n])] = n.rsplit(".", 1)[0] if "." in n else ""
+    param_paths = {}  # read in backward only, to attribute each parameter's gradient accumulation
+    if train:
+        for n in params:
+            param_paths[id(used_params[n])] = n.rsplit(".", 1)[0] if "." in n else ""
 
     def move(t: torch.Tensor) -> torch.Tensor:
         # a fresh leaf: the user's input (and any graph behind it) is never written to by backward
@@ -242,7 +243,8 @@ def run_capture(
                 raise
             except Exception as exc:
                 where = st.failed_path if st.failed_path is not None else st.stack[-1]
-                label = f"module '{where}' ({st.types.get(where, type(model).__name__)})" if where else f"the model ({type(model).__name__})"
+                types = {path: type(m).__name__ for path, _, m in mods}
+                label = f"module '{where}' ({types.get(where, type(model).__name__)})" if where else f"the model ({type(model).__name__})"
                 hint = ""
                 if dev.type == "meta" and ("meta" in str(exc).lower() or isinstance(exc, NotImplementedError)):
                     hint = "; this model needs real tensor values here: run with --device cpu (device='cpu')"

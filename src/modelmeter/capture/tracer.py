@@ -200,8 +200,6 @@ class _State:
         self.sdpa_groups: dict[int, OpEvent] = {}
         self.sdpa_emitted: set[int] = set()
         self.calls: dict[str, int] = {}
-        self.types: dict[str, str] = {}
-        self.parents: dict[str, str | None] = {}
         self.failed_path: str | None = None
         self.known_storages: set[int] = set()
         self.data_dependent: list[str] = []
@@ -337,16 +335,14 @@ class _State:
 
     # -- module hooks -------------------------------------------------------------------------
     def pre_hook(self, module: torch.nn.Module, args: Any) -> None:
-        parent = self.stack[-1]
+        stack = self.stack
         path = self.names.get(id(module))
         if path is None:  # a module that is not a submodule of the model (e.g. built in forward)
-            path = parent
+            path = stack[-1]
         else:
-            if path not in self.types:
-                self.types[path] = type(module).__name__
-                self.parents[path] = parent if path != "" else None
-            self.calls[path] = self.calls.get(path, 0) + 1
-        self.stack.append(path)
+            calls = self.calls
+            calls[path] = calls.get(path, 0) + 1
+        stack.append(path)
 
     def post_hook(self, module: torch.nn.Module, args: Any, output: Any) -> None:
         path = self.stack.pop() if len(self.stack) > 1 else ""
@@ -354,7 +350,7 @@ class _State:
             if self.failed_path is None:
                 self.failed_path = path
             return
-        if torch.is_grad_enabled():
+        if self.tag_nodes and torch.is_grad_enabled():
             for t in tree_leaves(output):
                 if isinstance(t, torch.Tensor) and t.grad_fn is not None:
                     _tag_graph(t.grad_fn, MODULE_KEY, path, set())
