@@ -264,12 +264,19 @@ class _NoEvent:
 
 
 def t_floor_dispatch(case: Case, detail: bool) -> dict[str, Any]:
-    """Diagnostic: a no_grad forward under an empty TorchDispatchMode (PyTorch's own cost of one)."""
+    """Diagnostic: a no_grad forward under an empty TorchDispatchMode (PyTorch's own cost of one,
+    the least any dispatch-mode counter can cost)."""
     from torch.utils._python_dispatch import TorchDispatchMode
 
     class Empty(TorchDispatchMode):
+        @classmethod
+        def _should_skip_dynamo(cls) -> bool:
+            # as modelmeter's recorder: without this PyTorch wraps __torch_dispatch__ in
+            # torch._disable_dynamo, which adds frames to every op
+            return False
+
         def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204
-            return func(*args, **(kwargs or {}))
+            return func(*args, **kwargs) if kwargs else func(*args)
 
     with torch.no_grad(), Empty():
         case.call()
