@@ -89,6 +89,7 @@ class _OpPlan(NamedTuple):
     is_view: bool  # every return aliases an input without writing it (view/metadata op)
     positions: tuple[int, ...] | None  # positional arguments that may hold tensors; None: look at all
     keywords: frozenset[str]  # keyword-only arguments that may hold tensors (``out`` is not an input)
+    direct: bool  # an OpOverload whose C++ op (``_op``) may be called without ``__call__``
 
 
 _PLANS: dict[int, _OpPlan] = {}
@@ -111,7 +112,8 @@ def _plan(func: Any) -> _OpPlan:
             if "Tensor" in str(a.type):
                 (kw if a.kwarg_only else pos).append(i if not a.kwarg_only else a.name)
         positions, keywords = tuple(pos), frozenset(kw)
-    plan = _PLANS[id(func)] = _OpPlan(func, str(func), is_view, positions, keywords)
+    direct = hasattr(func, "_op") and hasattr(func, "_pyobj_dispatcher")
+    plan = _PLANS[id(func)] = _OpPlan(func, str(func), is_view, positions, keywords, direct)
     return plan
 
 
@@ -139,7 +141,15 @@ class _Recorder(TorchDispatchMode):
         s = self.s
         if func is _LOCAL_SCALAR and args[0].is_meta:
             return s.meta_scalar(func, args[0])
-        out = func(*args, **kwargs) if kwargs else func(*args)
+        plan = _PLANS.get(id(func))
+        if plan is None:
+            plan = _plan(func)
+        if plan.direct and func._pyobj_dispatcher is None:
+            # what OpOverload.__call__ does when no Python dispatcher is installed, one frame less
+            op = func._op
+            out = op(*args, **kwargs) if kwargs else op(*args)
+        else:
+            out = func(*args, **kwargs) if kwargs else func(*args)
         if s.suppress:
             return out
         node = _current_node()
@@ -156,8 +166,7 @@ class _Recorder(TorchDispatchMode):
         else:
             module = s.stack[-1]
             phase = s.phase
-        plan = _PLANS.get(id(func))
-        s.record_op(plan if plan is not None else _plan(func), module, phase, args, kwargs, out)
+        s.record_op(plan, module, phase, args, kwargs, out)
         return out
 
 
