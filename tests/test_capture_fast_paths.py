@@ -221,3 +221,49 @@ def test_module_walk_matches_named_modules():
 
     r = torchvision.models.resnet18()
     assert [(p, id(x)) for p, _, x in walk_modules(r)] == [(p, id(x)) for p, x in r.named_modules()]
+
+
+def _brute_force_params(model: nn.Module) -> dict[str, tuple[int, int]]:
+    # nn.Module.parameters() yields each tensor of a subtree once: the definition of the figures
+    return {path: (sum(p.numel() for p in m.parameters()), sum(p.numel() for p in m.parameters(recurse=False)))
+            for path, m in model.named_modules()}
+
+
+class _Tied(nn.Module):
+    def __init__(self, shared_module: bool) -> None:
+        super().__init__()
+        self.a = nn.Linear(3, 3)
+        self.b = nn.Sequential(self.a if shared_module else nn.Linear(3, 3), nn.Linear(3, 3))
+        self.c = nn.Linear(3, 3)
+        self.c.weight = self.b[1].weight  # a tensor held by two modules
+        self.d = nn.Linear(2, 2)
+        self.d.w2 = self.d.weight  # a tensor held twice by one module
+
+
+def test_parameter_table_against_brute_force_with_and_without_ties():
+    import torchvision
+    from transformers import T5Config, T5Model
+
+    from modelmeter.analysis.params import param_table
+
+    with torch.device("meta"):
+        t5 = T5Model(T5Config(num_layers=2, d_model=64, d_ff=128, num_heads=4, d_kv=16))  # shared embedding
+    for model in (_Tied(shared_module=False), t5, torchvision.models.resnet18()):
+        table = param_table(model)
+        assert table.per_module == _brute_force_params(model)
+        assert table.params == sum(p.numel() for p in model.parameters())
+        assert table.buffers == sum(b.numel() for b in model.buffers())
+
+
+def test_module_registered_twice_belongs_to_its_first_path():
+    # `a` is also b[0]: like its ops (attributed to "a" wherever it is called), its parameters count
+    # under "a" only, so the row of `b` holds b[1] alone: 3x3 + 3 = 12 (b.parameters() would say 24)
+    from modelmeter.analysis.params import param_table
+
+    model = _Tied(shared_module=True)
+    table = param_table(model)
+    assert table.per_module["b"] == (12, 0) and "b.0" not in table.per_module
+    # a 12 + b.1 12 + c 3 (its bias; its weight is b.1's) + d 6 = 33, each tensor once
+    assert table.per_module[""] == (33, 0) == (sum(p.numel() for p in model.parameters()), 0)
+    report = mm.profile(model.b, torch.randn(2, 3))  # called on its own, b is the root
+    assert report.module("").params == 24

@@ -96,18 +96,40 @@ def module_params(model: nn.Module) -> dict[str, tuple[int, int]]:
 
 
 def _module_params_tied(order: list[tuple[str, str | None, nn.Module]]) -> dict[str, tuple[int, int]]:
+    """Per-module figures when some parameter tensor is held by several modules (or twice by one).
+
+    A tensor held once is summed up the tree as usual; a shared one is added once to every module on
+    the union of its holders' paths to the root.
+    """
+    parent_of: dict[str, str | None] = {}
     sizes: dict[int, int] = {}
-    own_ids: dict[str, set[int]] = {}
-    ids: dict[str, set[int]] = {}
-    for path, _, mod in order:
-        mine = set()
+    holders: dict[int, list[str]] = {}
+    own: dict[str, int] = {}
+    for path, parent, mod in order:
+        parent_of[path] = parent
+        mine: dict[int, int] = {}
         for p in mod._parameters.values():
             if p is not None:
-                sizes[id(p)] = p.numel()
-                mine.add(id(p))
-        own_ids[path] = mine
-        ids[path] = set(mine)
+                mine[id(p)] = p.numel()
+        own[path] = sum(mine.values())
+        for i, k in mine.items():
+            sizes[i] = k
+            holders.setdefault(i, []).append(path)
+    shared = {i: paths for i, paths in holders.items() if len(paths) > 1}
+    incl = dict(own)
+    for i, paths in shared.items():  # taken out of the plain sums, added back once below
+        for path in paths:
+            incl[path] -= sizes[i]
     for path, parent, _ in reversed(order):
         if parent is not None:
-            ids[parent] |= ids[path]
-    return {path: (sum(sizes[i] for i in ids[path]), sum(sizes[i] for i in own_ids[path])) for path, _, _ in order}
+            incl[parent] += incl[path]
+    for i, paths in shared.items():
+        covered: set[str] = set()
+        for path in paths:
+            p: str | None = path
+            while p is not None and p not in covered:
+                covered.add(p)
+                p = parent_of[p]
+        for path in covered:
+            incl[path] += sizes[i]
+    return {path: (incl[path], own[path]) for path, _, _ in order}

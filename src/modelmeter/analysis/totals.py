@@ -32,19 +32,16 @@ CONVENTIONS = {
 }
 
 
-def cost_values_of(trace: Trace, settings: CountSettings) -> list[tuple]:
-    """Every event's ``(index, op, module, phase, macs, flops, bytes_read, bytes_written, counted)``."""
-    values = []
-    append = values.append
+def cost_events(trace: Trace, settings: CountSettings) -> list[EventRow]:
+    """Every event of the trace with its cost, in order."""
+    out: list[EventRow] = []
+    append = out.append
+    new = tuple.__new__
     with using_settings(settings):
         for ev in trace.events:
             macs, flops, r, w, counted = cost_values(ev)
-            append((ev.index, ev.op, ev.module, ev.phase, macs, flops, r or 0, w or 0, counted))
-    return values
-
-
-def cost_events(trace: Trace, settings: CountSettings) -> list[EventRow]:
-    return rows(EventRow, cost_values_of(trace, settings))
+            append(new(EventRow, (ev.index, ev.op, ev.module, ev.phase, macs, flops, r or 0, w or 0, counted)))
+    return out
 
 
 def build_report(
@@ -58,14 +55,14 @@ def build_report(
     from .. import __version__
 
     settings = settings or CountSettings()
-    values = cost_values_of(trace, settings)
+    events = cost_events(trace, settings)
 
     # per op, per phase and per module (own), in one pass over the plain values ------------------
     by_op: dict[tuple[str, str], list[int]] = {}
     unc: dict[str, list] = {}
     ph: dict[str, list[int]] = {}
     own: dict[str, list[int]] = {}
-    for _, op, module, phase, macs, flops, br, bw, counted in values:
+    for _, op, module, phase, macs, flops, br, bw, counted in events:
         a = by_op.get((op, phase))
         if a is None:
             a = by_op[(op, phase)] = [0, 0, 0, 0, 0, 1]
@@ -96,7 +93,6 @@ def build_report(
         a[1] += flops
         a[2] += br
         a[3] += bw
-    events = rows(EventRow, values)
     ops = [OpRow(op, phase, a[0], a[1], a[2], a[3], a[4], bool(a[5])) for (op, phase), a in by_op.items()]
     ops.sort(key=lambda r: (-r.flops, -(r.bytes_read + r.bytes_written), r.op))
     uncounted = [UncountedOp(op, u[0], u[1], u[2]) for op, u in sorted(unc.items(), key=lambda kv: -kv[1][0])]
