@@ -155,6 +155,20 @@ def compare(before: str = "counting_overhead_before_fastpath", after: str = "cou
           f"**{g2['fcm']:.2f}×** |")
 
 
+def repeats(*names: str) -> None:
+    """Geometric means of several recorded runs of the counting-overhead benchmark, side by side."""
+    names = names or ("counting_overhead", "counting_overhead_repeat2", "counting_overhead_repeat3")
+    runs = [load(n) for n in names]
+    tools = [t for t in runs[0]["settings"]["tools"] if t != "plain"]
+    print("| run | commit | date (UTC) | load average at start / end | " + " | ".join(tools) + " |")
+    print("| --- | --- | --- | --- | " + " | ".join("---:" for _ in tools) + " |")
+    for n, d in zip(names, runs):
+        g = d["summary"]["geomean_ratio"]
+        load_s, load_e = d["machine"]["loadavg_at_start"][0], d["loadavg_at_end"][0]
+        print(f"| `{n}.json` | {d['machine']['git_commit']} | {d['machine']['date_utc'][:19]} | {load_s:.2f} / {load_e:.2f} | "
+              + " | ".join(f"{g[t]:.2f}×" if t in g else "-" for t in tools) + " |")
+
+
 def attribution(name: str = "fastpath_attribution") -> None:
     d = load(name)
     models = d["models"]
@@ -172,4 +186,4 @@ def attribution(name: str = "fastpath_attribution") -> None:
 if __name__ == "__main__":
     what = sys.argv[1] if len(sys.argv) > 1 else "counting_overhead"
     {"counting_overhead": overhead, "counts": counts, "meta_scale": meta_scale, "startup": startup,
-     "prototype": prototype, "attribution": attribution, "compare": compare}[what](*sys.argv[2:4])
+     "prototype": prototype, "attribution": attribution, "compare": compare, "repeats": repeats}[what](*sys.argv[2:])

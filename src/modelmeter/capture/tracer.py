@@ -109,8 +109,11 @@ def _plan(func: Any) -> _OpPlan:
         is_view = bool(rets) and all(r.alias_info is not None and not r.alias_info.is_write for r in rets)
         pos, kw = [], []
         for i, a in enumerate(schema.arguments):
-            if "Tensor" in str(a.type):
-                (kw if a.kwarg_only else pos).append(i if not a.kwarg_only else a.name)
+            if "Tensor" in str(a.type):  # Tensor, Tensor?, Tensor[], Tensor?[]
+                if a.kwarg_only:
+                    kw.append(a.name)
+                else:
+                    pos.append(i)
         positions, keywords = tuple(pos), frozenset(kw)
     direct = hasattr(func, "_op") and hasattr(func, "_pyobj_dispatcher")
     plan = _PLANS[id(func)] = _OpPlan(func, str(func), is_view, positions, keywords, direct)
