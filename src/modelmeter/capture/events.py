@@ -83,7 +83,7 @@ class OpEvent:
     inputs: tuple[TensorMeta, ...]
     outputs: tuple[TensorMeta, ...]
     created: tuple[tuple[int, int], ...] = ()
-    released: list[int] = field(default_factory=list)
+    released: list[int] | tuple[()] = ()  # a list once a storage is released after this op
     is_view: bool = False
     overload: Any = None  # the torch OpOverload, when there is one (None for synthetic events)
 

@@ -262,7 +262,10 @@ class LifetimeTracker:
         rec.end = end
         rec.end_sub = end_sub
         if 0 <= end < len(self.events):
-            self.events[end].released.append(rec.key)
+            ev = self.events[end]
+            if not ev.released:
+                ev.released = []
+            ev.released.append(rec.key)
 
     def _collect(self, end: int, end_sub: int = END_SUB) -> None:
         """Close every storage that died since the last call: it was last alive after event ``end``."""

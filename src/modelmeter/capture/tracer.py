@@ -223,45 +223,35 @@ class _State:
         """Record one aten call. The capture's hot path: only the arguments the op's schema types as
         tensors are looked at, and each tensor becomes a :class:`TensorMeta` once."""
         positions = plan.positions
-        if positions is None:
-            return self.record(plan.name, plan.func, module, phase, args, kwargs or {}, out)
         inputs: list[TensorMeta] = []
-        margs = args
-        if positions:
-            margs = list(args)
-            n = len(args)
-            for i in positions:
-                if i < n:
-                    a = args[i]
-                    if isinstance(a, Tensor):
-                        m = _meta_of(a)
-                        inputs.append(m)
-                        margs[i] = m
-                    elif a is not None:
-                        margs[i] = _convert(a, inputs)
-            margs = tuple(margs)
-        mkw: dict[str, Any] = {}
-        if kwargs:
-            kws = plan.keywords
-            for k, v in kwargs.items():
-                mkw[k] = _convert(v, None if k == "out" else inputs) if k in kws else v
+        if positions is None:  # no schema: every argument is looked at
+            margs = tuple([_convert(a, inputs) for a in args])
+            mkw = {k: _convert(v, None if k == "out" else inputs) for k, v in kwargs.items()} if kwargs else {}
+        else:
+            margs = args
+            if positions:
+                margs = list(args)
+                n = len(args)
+                for i in positions:
+                    if i < n:
+                        a = args[i]
+                        if isinstance(a, Tensor):
+                            m = _meta_of(a)
+                            inputs.append(m)
+                            margs[i] = m
+                        elif a is not None:
+                            margs[i] = _convert(a, inputs)
+                margs = tuple(margs)
+            mkw = {}
+            if kwargs:
+                kws = plan.keywords
+                for k, v in kwargs.items():
+                    mkw[k] = _convert(v, None if k == "out" else inputs) if k in kws else v
         if isinstance(out, Tensor):
             # an in-place op returns its first argument, whose metadata was taken just now (after the op)
             outputs = (inputs[0],) if positions and positions[0] == 0 and args and out is args[0] else (_meta_of(out),)
         else:
             outputs = _outputs(out)
-        return self._finish(plan.name, plan.func, plan.is_view, module, phase, margs, mkw, inputs, outputs)
-
-    def record(self, name: str, func: Any, module: str, phase: str, args: Any, kwargs: Any, out: Any) -> OpEvent:
-        """Record one call whose arguments are looked at whole (no schema: synthetic events)."""
-        inputs: list[TensorMeta] = []
-        margs = tuple([_convert(a, inputs) for a in args])
-        mkw = {k: _convert(v, None if k == "out" else inputs) for k, v in kwargs.items()} if kwargs else {}
-        return self._finish(name, func, func is not None and _is_view_op(func), module, phase, margs, mkw, inputs,
-                            _outputs(out))
-
-    def _finish(self, name: str, func: Any, is_view: bool, module: str, phase: str, margs: tuple, mkw: dict,
-                inputs: list[TensorMeta], outputs: tuple[TensorMeta, ...]) -> OpEvent:
         known = self.known_storages
         for t in inputs:
             known.add(t[3])
@@ -272,12 +262,18 @@ class _State:
                 known.add(key)
                 created = (*created, (key, t[4]))
         events = self.events
-        ev = OpEvent(len(events), name, module, phase, margs, mkw, tuple(inputs), outputs, created, [], is_view, func)
+        ev = OpEvent(len(events), plan.name, module, phase, margs, mkw, tuple(inputs), outputs, created, (),
+                     plan.is_view, plan.func)
         events.append(ev)
         if self.observers:
             for obs in self.observers:
                 obs(ev)
         return ev
+
+    def record(self, name: str, func: Any, module: str, phase: str, args: Any, kwargs: Any, out: Any) -> OpEvent:
+        """Record one call whose arguments are all looked at (synthetic events such as ``modelmeter.sdpa``)."""
+        plan = _OpPlan(func, name, func is not None and _is_view_op(func), None, frozenset(), False)
+        return self.record_op(plan, module, phase, args, kwargs, out)
 
     def meta_scalar(self, func: Any, t: torch.Tensor) -> Any:
         """A data-dependent read (``.item()``, ``bool(t)``) of a meta tensor has no value to give.
