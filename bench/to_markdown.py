@@ -1,6 +1,7 @@
 """Print the Markdown tables of ``docs/benchmarks.md`` from the recorded results in ``bench/results/``.
 
-    .venv/bin/python bench/to_markdown.py counting_overhead    # or: counts, meta_scale, startup, prototype
+    .venv/bin/python bench/to_markdown.py counting_overhead    # or: counts, meta_scale, startup, prototype,
+                                                               # compare, repeats, phases, attribution
 
 The figures in the docs are pasted from this output, so that no number is transcribed by hand.
 """
@@ -169,6 +170,20 @@ def repeats(*names: str) -> None:
               + " | ".join(f"{g[t]:.2f}×" if t in g else "-" for t in tools) + " |")
 
 
+def phases(name: str = "profile_phases") -> None:
+    d = load(name)
+    cols = ("setup", "forward", "after", "costs", "report", "exit")
+    print(f"`{d['command']}` — {machine_line(d)}\n")
+    print("| model | ops | modules | plain forward ms | " + " | ".join(cols) + " | total ms | total / plain |")
+    print("| --- | ---: | ---: | ---: | " + " | ".join("---:" for _ in cols) + " | ---: | ---: |")
+    for r in d["models"]:
+        m = r["median_s"]
+        print(f"| {r['name']} | {r['ops']} | {r['modules']} | {r['plain_median_s'] * 1e3:.2f} | "
+              + " | ".join(f"{m[c] * 1e3:.2f}" for c in cols) + f" | {m['total'] * 1e3:.2f} | "
+              f"{m['total'] / r['plain_median_s']:.2f}× |")
+    print("\n(median ms per phase over the rounds; one round = a plain forward, then `profile()`.)")
+
+
 def attribution(name: str = "fastpath_attribution") -> None:
     d = load(name)
     models = d["models"]
@@ -186,4 +201,5 @@ def attribution(name: str = "fastpath_attribution") -> None:
 if __name__ == "__main__":
     what = sys.argv[1] if len(sys.argv) > 1 else "counting_overhead"
     {"counting_overhead": overhead, "counts": counts, "meta_scale": meta_scale, "startup": startup,
-     "prototype": prototype, "attribution": attribution, "compare": compare, "repeats": repeats}[what](*sys.argv[2:])
+     "prototype": prototype, "attribution": attribution, "compare": compare, "repeats": repeats,
+     "phases": phases}[what](*sys.argv[2:])
