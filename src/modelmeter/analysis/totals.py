@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from ..capture.events import Trace
+from ..capture.tracer import walk_modules
 from ..costs import CountSettings, using_settings
 from ..costs.registry import cost_values
 from ..report.model import (
@@ -98,33 +99,33 @@ def build_report(
     uncounted = [UncountedOp(op, u[0], u[1], u[2]) for op, u in sorted(unc.items(), key=lambda kv: -kv[1][0])]
     phases = {k: PhaseTotals(*v) for k, v in ph.items()}
 
-    table = param_table(model, trace.walk or None, group_size)
+    walk = trace.walk or walk_modules(model)
+    table = param_table(model, walk, group_size)
     mparams = table.per_module
-    # inclusive figures: the module table is in named_modules() order (parents first), so one pass
+    # inclusive figures: the walk is in named_modules() order (parents first), so one pass
     # backwards adds every module into its parent
-    mods = trace.modules
     zero = (0, 0, 0, 0)
-    incl = {path: list(own.get(path, zero)) for path in mods}
+    incl = {path: list(own.get(path, zero)) for path, _, _ in walk}
     root = incl.setdefault("", [0, 0, 0, 0])
     for path, a in own.items():
-        if path not in mods:  # ops under a path the table lacks count toward the root
+        if path not in incl:  # ops under a path the walk lacks count toward the root
             for i in range(4):
                 root[i] += a[i]
-    for path, info in reversed(mods.items()):
-        parent = info.parent
-        if parent is not None and parent in incl:
+    for path, parent, _ in reversed(walk):
+        if parent is not None:
             a, b = incl[path], incl[parent]
             b[0] += a[0]
             b[1] += a[1]
             b[2] += a[2]
             b[3] += a[3]
+    calls = trace.calls
     values = []
-    for path, info in mods.items():
+    for path, parent, mod in walk:
         o = own.get(path, zero)
         i = incl[path]
         ip, op_ = mparams.get(path, (0, 0))
-        values.append((path, info.type, info.parent, 0 if path == "" else path.count(".") + 1, info.calls, ip, op_,
-                       i[0], i[1], i[2], i[3], o[0], o[1], o[2], o[3]))
+        values.append((path, type(mod).__name__, parent, 0 if path == "" else path.count(".") + 1, calls.get(path, 0),
+                       ip, op_, i[0], i[1], i[2], i[3], o[0], o[1], o[2], o[3]))
     modules = rows(ModuleRow, values)
 
     # totals ------------------------------------------------------------------------------------

@@ -94,21 +94,11 @@ class OpEvent:
         return ".".join(parts[:2]) if len(parts) > 2 else self.op
 
 
-class ModuleInfo(NamedTuple):
-    """One module of the model as the capture saw it (one per module, built on every capture)."""
-
-    path: str  # "" is the root
-    type: str
-    parent: str | None
-    calls: int
-
-
 @dataclass(slots=True)
 class Trace:
     """Everything one captured run recorded; every analysis reads only this."""
 
     events: list[OpEvent]
-    modules: dict[str, ModuleInfo]
     root_type: str
     mode: str  # "meta" or "real"
     device: str
@@ -123,7 +113,9 @@ class Trace:
     dtype: str = "float32"
     output_bytes: int = 0
     settings: dict[str, Any] = field(default_factory=dict)
-    # (path, parent path, module) of every module of the model that ran, parents first: the analyses
-    # read parameters from it instead of walking the model again (and a torch.compile wrapper's
-    # ``_orig_mod.`` prefix never enters the paths)
+    # (path, parent path, module) of every module of the model that ran, called or not, parents
+    # first (``named_modules()`` order): the analyses read the module tree and the parameters from
+    # it instead of walking the model again (and a torch.compile wrapper's ``_orig_mod.`` prefix
+    # never enters the paths)
     walk: list[tuple[str, str | None, Any]] = field(default_factory=list, repr=False)
+    calls: dict[str, int] = field(default_factory=dict)  # module path -> times its forward ran

@@ -17,7 +17,7 @@ from torch import nn
 
 from ..errors import InputError, ModelmeterError, ModelRunError
 from .events import TensorMeta, Trace
-from .tracer import _State, capturing, module_table, walk_modules
+from .tracer import _State, capturing, walk_modules
 
 OPTIMIZERS = ("sgd", "sgd-momentum", "adam", "adamw")
 
@@ -181,7 +181,7 @@ def run_capture(
     if observers:
         st.observers.extend(observers)
     trace = Trace(
-        events=st.events, modules={}, root_type=type(model).__name__, mode="meta" if dev.type == "meta" else "real",
+        events=st.events, root_type=type(model).__name__, mode="meta" if dev.type == "meta" else "real",
         device=str(dev), train=train,
     )
     dtype_counts: dict[torch.dtype, int] = {}  # the run's dtype: the most common floating one
@@ -255,8 +255,8 @@ def run_capture(
         for m, flag in saved_modes.items():
             if m.training != flag:  # Module.__setattr__ is slow: touch only what changed
                 m.training = flag
-    trace.modules = module_table(mods, st)
     trace.walk = mods
+    trace.calls = st.calls
     trace.settings["data_dependent_reads"] = list(st.data_dependent)
     trace.settings["optimizer"] = optimizer
     return trace

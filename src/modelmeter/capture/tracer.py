@@ -31,7 +31,7 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
-from .events import ModuleInfo, OpEvent, TensorMeta
+from .events import OpEvent, TensorMeta
 
 Tensor = torch.Tensor
 _meta_of = TensorMeta.of
@@ -493,12 +493,6 @@ def walk_modules(model: torch.nn.Module) -> list[tuple[str, str | None, torch.nn
             kids.reverse()
             stack.extend(kids)
     return out
-
-
-def module_table(mods: list[tuple[str, str | None, torch.nn.Module]], state: _State) -> dict[str, ModuleInfo]:
-    """Every module of the model (:func:`walk_modules`), called or not, with its call count."""
-    calls = state.calls
-    return {path: ModuleInfo(path, type(mod).__name__, parent, calls.get(path, 0)) for path, parent, mod in mods}
 
 
 def capture(*args: Any, **kwargs: Any):  # noqa: ANN201
