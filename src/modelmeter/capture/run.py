@@ -68,6 +68,8 @@ def _tables(mods: list[tuple[str, str | None, nn.Module]]) -> tuple[
         names[id(mod)] = prefix
         modes[mod] = mod.training
         for table, members in ((params, mod._parameters), (buffers, mod._buffers)):
+            if not members:  # most modules (activations, containers) hold neither
+                continue
             for k, v in members.items():
                 if v is None or id(v) in seen:
                     continue

@@ -486,10 +486,11 @@ def walk_modules(model: torch.nn.Module) -> list[tuple[str, str | None, torch.nn
             continue
         seen.add(id(mod))
         out.append(item)
-        path = item[0]
-        kids = [(f"{path}.{name}" if path else name, path, child) for name, child in mod._modules.items()
-                if child is not None]
-        if kids:
+        children = mod._modules
+        if children:  # leaves (most modules) have none
+            path = item[0]
+            kids = [(f"{path}.{name}" if path else name, path, child) for name, child in children.items()
+                    if child is not None]
             kids.reverse()
             stack.extend(kids)
     return out
