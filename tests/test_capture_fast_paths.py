@@ -198,6 +198,9 @@ def test_profile_restores_the_garbage_collector(enabled):
         mm.profile(Probe(), torch.randn(3), device="cpu")
         assert seen == [False]  # paused while counting
         assert gc.isenabled() is enabled
+        with pytest.raises(mm.ModelmeterError, match="boom"):  # and restored when the model fails
+            mm.profile(Broken(), _qkv(), device="cpu")
+        assert gc.isenabled() is enabled
     finally:
         (gc.enable if was else gc.disable)()
 
