@@ -284,18 +284,15 @@ def t_floor_dispatch(case: Case, detail: bool) -> dict[str, Any]:
 
 
 def t_floor_capture(case: Case, detail: bool) -> dict[str, Any]:
-    """Diagnostic: modelmeter's dispatch mode, SDPA function mode and module hooks, recording nothing.
+    """Diagnostic: modelmeter's dispatch mode, attention wrapper and module hooks, recording nothing.
 
     The least any capture built this way can cost; the rest of ``modelmeter`` minus this is what
     recording the events, the per-module set-up and building the report cost.
     """
     from modelmeter.capture.tracer import _State, capturing
 
-    class NoRecord(_State):
+    class NoRecord(_State):  # every event, synthetic ones too, goes through record_op
         def record_op(self, *args: Any, **kwargs: Any) -> Any:
-            return _NoEvent()
-
-        def record(self, *args: Any, **kwargs: Any) -> Any:
             return _NoEvent()
 
     st = NoRecord({id(m): p for p, m in case.model.named_modules()}, {})

@@ -178,4 +178,5 @@ def test_compiled_model_counted_as_its_eager_module() -> None:
     compiled = mm.profile(torch.compile(m), torch.randn(3, 4))
     rows = [(r.path, r.params, r.macs) for r in compiled.modules]
     assert rows == [(r.path, r.params, r.macs) for r in eager.modules]
-    assert rows == [("", 30, 72), ("0", 20, 48), ("1", 0, 0), ("2", 10, 24)]  # 3x4x4 = 48, 3x4x2 = 24
+    # MACs: 3 rows x 4 x 4 = 48 and 3 x 4 x 2 = 24; the root holds 20 + 10 = 30 params and 48 + 24 = 72 MACs
+    assert rows == [("", 30, 72), ("0", 20, 48), ("1", 0, 0), ("2", 10, 24)]

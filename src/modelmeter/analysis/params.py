@@ -90,11 +90,6 @@ def param_table(
     return ParamTable(per_module, total, trainable, nbuf, bbytes, sizes)
 
 
-def module_params(model: nn.Module) -> dict[str, tuple[int, int]]:
-    """path -> (inclusive params, own params); see :func:`param_table`."""
-    return param_table(model).per_module
-
-
 def _module_params_tied(order: list[tuple[str, str | None, nn.Module]]) -> dict[str, tuple[int, int]]:
     """Per-module figures when some parameter tensor is held by several modules (or twice by one).
 

@@ -120,10 +120,6 @@ def _plan(func: Any) -> _OpPlan:
     return plan
 
 
-def _op_name(func: Any) -> str:
-    return _plan(func).name
-
-
 def _is_view_op(func: Any) -> bool:
     """An op whose every return aliases an input without writing it (view/metadata op)."""
     return _plan(func).is_view

@@ -20,7 +20,7 @@ from __future__ import annotations
 import difflib
 import json
 import os
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
@@ -184,15 +184,18 @@ class HardwareCatalog:
     def raw(self, name: str) -> dict[str, Any]:
         return dict(self._raw[self.resolve_name(name)])
 
-    def parse_list(self, text: str | Sequence[str]) -> list[DeviceSpec]:
-        """'h100-sxm,a100-80gb' (or a list) -> devices, in order, without duplicates."""
+    def parse_list(self, text: str | Sequence[str],
+                   resolve: Callable[[str], DeviceSpec] | None = None) -> list[DeviceSpec]:
+        """'h100-sxm,a100-80gb' (or a list) -> devices, in order, without duplicates. ``resolve``
+        turns one name into a device (default :meth:`get`)."""
+        resolve = resolve or self.get
         items = text.split(",") if isinstance(text, str) else list(text)
         out: list[DeviceSpec] = []
         for item in items:
             item = str(item).strip()
             if not item:
                 continue
-            spec = self.get(item)
+            spec = resolve(item)
             if spec not in out:
                 out.append(spec)
         if not out:

@@ -183,15 +183,12 @@ def resolve_devices(text: str | list[str], catalog: HardwareCatalog | None = Non
     """Comma-separated names -> devices. ``local`` / ``local-cpu`` mean this machine's CPU and
     ``local-cuda[:i]`` its GPU: the calibrated entry if one was saved, else the matched datasheet entry."""
     cat = catalog if catalog is not None else load_catalog()
-    items = text.split(",") if isinstance(text, str) else list(text)
-    out: list[DeviceSpec] = []
-    for item in (i.strip() for i in items):
-        if not item:
-            continue
+
+    def resolve(item: str) -> DeviceSpec:
         low = item.lower()
         if low in cat:
-            spec = cat.get(low)
-        elif low in LOCAL_NAMES or low.startswith("local-cuda"):
+            return cat.get(low)
+        if low in LOCAL_NAMES or low.startswith("local-cuda"):
             dev = "cpu" if low in LOCAL_NAMES else low.replace("local-", "", 1)
             found = local_device(dev, cat)
             if found is None:
@@ -199,11 +196,7 @@ def resolve_devices(text: str | list[str], catalog: HardwareCatalog | None = Non
                     f"this machine's {dev} is not in the catalog and has not been calibrated: run "
                     f"'modelmeter hardware calibrate' first"
                 )
-            spec = found
-        else:
-            spec = cat.get(item)
-        if spec not in out:
-            out.append(spec)
-    if not out:
-        raise HardwareError("no device named: pass --hardware NAME[,NAME...] (see 'modelmeter hardware list')")
-    return out
+            return found
+        return cat.get(item)
+
+    return cat.parse_list(text, resolve)

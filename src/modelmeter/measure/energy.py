@@ -212,6 +212,27 @@ class NvmlEnergyMeter(_NvmlBase):
         return EnergyWindow(self.name, self.method, delta_mj / 1e3, dur, False, warnings)
 
 
+
+class _Poller:
+    """Calls ``fn`` every ``interval_s`` on a daemon thread, from :meth:`start` until :meth:`stop`."""
+
+    def __init__(self, fn: Any, interval_s: float, name: str) -> None:
+        self._fn, self._interval_s = fn, interval_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval_s):
+            self._fn()
+
+    def start(self) -> _Poller:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
 class NvmlPowerSampler(_NvmlBase):
     """Power sampled by a background thread every ``interval_s`` and integrated (trapezoid rule).
 
@@ -228,8 +249,7 @@ class NvmlPowerSampler(_NvmlBase):
         self.threaded = threaded
         self._samples: list[tuple[int, float]] = []
         self._instant_seen = True
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._poller: _Poller | None = None
         self._lock = threading.Lock()
 
     def probe(self) -> str | None:
@@ -250,10 +270,6 @@ class NvmlPowerSampler(_NvmlBase):
             self._samples.append((self.clock.now_ns(), p_mw))
             self._instant_seen = self._instant_seen and instant
 
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            self.sample()
-
     def begin(self) -> None:
         reason = self.probe()
         if reason is not None:
@@ -262,15 +278,12 @@ class NvmlPowerSampler(_NvmlBase):
         self._instant_seen = True
         self.sample()
         if self.threaded:
-            self._stop.clear()
-            self._thread = threading.Thread(target=self._run, name="modelmeter-power", daemon=True)
-            self._thread.start()
+            self._poller = _Poller(self.sample, self.interval_s, "modelmeter-power").start()
 
     def end(self) -> EnergyWindow:
-        if self._thread is not None:
-            self._stop.set()
-            self._thread.join()
-            self._thread = None
+        if self._poller is not None:
+            self._poller.stop()
+            self._poller = None
         self.sample()
         with self._lock:
             pts = list(self._samples)
@@ -303,8 +316,7 @@ class RaplMeter(EnergyMeter):
         self.poll_s = poll_s
         self._zones: list[tuple[str, Path, int]] | None = None  # (name, energy_uj path, max range)
         self._probe: str | None | bool = False
-        self._thread: threading.Thread | None = None
-        self._stop = threading.Event()
+        self._poller: _Poller | None = None
         self._lock = threading.Lock()
 
     def _discover(self) -> list[tuple[str, Path, int]]:
@@ -363,11 +375,6 @@ class RaplMeter(EnergyMeter):
                 self._acc_uj[i] += delta
             self._last = now
 
-    def _run(self) -> None:
-        assert self.poll_s is not None
-        while not self._stop.wait(self.poll_s):
-            self.poll()
-
     def begin(self) -> None:
         reason = self.probe()
         if reason is not None:
@@ -376,15 +383,12 @@ class RaplMeter(EnergyMeter):
         self._acc_uj = [0] * len(self._last)
         self._t0 = self.clock.now_ns()
         if self.poll_s:
-            self._stop.clear()
-            self._thread = threading.Thread(target=self._run, name="modelmeter-rapl", daemon=True)
-            self._thread.start()
+            self._poller = _Poller(self.poll, self.poll_s, "modelmeter-rapl").start()
 
     def end(self) -> EnergyWindow:
-        if self._thread is not None:
-            self._stop.set()
-            self._thread.join()
-            self._thread = None
+        if self._poller is not None:
+            self._poller.stop()
+            self._poller = None
         self.poll()
         dur = (self.clock.now_ns() - self._t0) / 1e9
         total_j = sum(self._acc_uj) / 1e6

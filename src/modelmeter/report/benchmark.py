@@ -9,11 +9,12 @@ It renders itself with rich (``__rich_console__``); the library never prints.
 from __future__ import annotations
 
 import dataclasses
-import math
 import types
 import typing
 from dataclasses import dataclass, field
 from typing import Any
+
+from .jsonable import plain
 
 BENCHMARK_SCHEMA = "modelmeter.benchmark/1"
 
@@ -235,7 +236,7 @@ class Benchmark:
     schema: str = BENCHMARK_SCHEMA
 
     def to_dict(self) -> dict[str, Any]:
-        return _plain(self)
+        return plain(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Benchmark:
@@ -250,18 +251,6 @@ class Benchmark:
 
 
 # -- (de)serialization ------------------------------------------------------------------------------
-
-
-def _plain(v: Any) -> Any:
-    if dataclasses.is_dataclass(v) and not isinstance(v, type):
-        return {f.name: _plain(getattr(v, f.name)) for f in dataclasses.fields(v)}
-    if isinstance(v, dict):
-        return {str(k): _plain(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_plain(x) for x in v]
-    if isinstance(v, float) and not math.isfinite(v):
-        return None  # JSON has no inf/nan
-    return v
 
 
 def _build(tp: Any, value: Any) -> Any:

@@ -6,9 +6,10 @@ Built by :func:`modelmeter.analysis.memory.memory_profile`; attached to a :class
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
+
+from .jsonable import plain
 
 #: the memory categories, in the order they are stacked and listed
 CATEGORIES = ("parameters", "buffers", "inputs", "activations", "gradients", "optimizer_state", "temporaries")
@@ -163,7 +164,7 @@ class MemoryReport:
 
     # -- serialization ------------------------------------------------------------------------
     def to_dict(self, *, include_timeline: bool = True) -> dict[str, Any]:
-        d = _plain(self)
+        d = plain(self)
         if not include_timeline:
             d["timeline"] = None
         return d
@@ -195,16 +196,6 @@ class MemoryReport:
     def plot(self, path: str, *, title: str | None = None) -> str:
         """Write the timeline plot (PNG, SVG or PDF by the file's extension); returns the path."""
         return plot_timeline(self, path, title=title)
-
-
-def _plain(v: Any) -> Any:
-    if dataclasses.is_dataclass(v) and not isinstance(v, type):
-        return {f.name: _plain(getattr(v, f.name)) for f in dataclasses.fields(v)}
-    if isinstance(v, dict):
-        return {str(k): _plain(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_plain(x) for x in v]
-    return v
 
 
 # -- rich -------------------------------------------------------------------------------------------

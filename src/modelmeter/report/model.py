@@ -7,6 +7,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+from .jsonable import plain
+
 SCHEMA = "modelmeter.report/1"
 
 
@@ -194,7 +196,7 @@ class Report:
             elif hasattr(v, "to_dict"):
                 d[f.name] = v.to_dict()
             else:
-                d[f.name] = _plain(v)
+                d[f.name] = plain(v)
         return d
 
     def to_json(self, *, indent: int | None = 2, include_events: bool = False) -> str:
@@ -244,17 +246,3 @@ def _memory_from_dict(d: Any) -> Any:
     from .memory import MemoryReport
 
     return MemoryReport.from_dict(d)
-
-
-def _plain(v: Any) -> Any:
-    if dataclasses.is_dataclass(v) and not isinstance(v, type):
-        return {f.name: _plain(getattr(v, f.name)) for f in dataclasses.fields(v)}
-    if isinstance(v, tuple) and hasattr(v, "_asdict"):  # a named tuple (EventRow)
-        return {k: _plain(x) for k, x in v._asdict().items()}
-    if isinstance(v, dict):
-        return {str(k): _plain(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_plain(x) for x in v]
-    if hasattr(v, "to_dict"):
-        return v.to_dict()
-    return v

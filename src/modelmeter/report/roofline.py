@@ -8,12 +8,13 @@ renderables and the CLI prints them.
 
 from __future__ import annotations
 
-import dataclasses
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from .jsonable import plain
 
 ROOFLINE_SCHEMA = "modelmeter.roofline/1"
 
@@ -183,7 +184,7 @@ class DeviceRoofline:
         raise KeyError(path)
 
     def to_dict(self, *, include_ops: bool = False) -> dict[str, Any]:
-        d = _plain(self, skip=() if include_ops else ("ops",))
+        d = plain(self, skip=() if include_ops else ("ops",))
         d["bound"] = self.bound
         d["compute_bound_fraction"] = self.compute_bound_fraction
         d["throughput_per_s"] = self.throughput_per_s
@@ -283,25 +284,13 @@ class RooflineReport:
             "model": self.model,
             "dtype": self.dtype,
             "devices": [d.to_dict(include_ops=include_ops) for d in self.devices],
-            "sweep": None if self.sweep is None else _plain(self.sweep),
-            "lm": [_plain(x) for x in self.lm],
+            "sweep": None if self.sweep is None else plain(self.sweep),
+            "lm": [plain(x) for x in self.lm],
             "notes": list(self.notes),
         }
 
     def __rich_console__(self, console: Any, options: Any) -> Iterator[Any]:
         yield roofline_renderable(self)
-
-
-def _plain(v: Any, skip: Sequence[str] = ()) -> Any:
-    if dataclasses.is_dataclass(v) and not isinstance(v, type):
-        return {f.name: _plain(getattr(v, f.name)) for f in dataclasses.fields(v) if f.name not in skip}
-    if isinstance(v, dict):
-        return {str(k): _plain(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_plain(x) for x in v]
-    if isinstance(v, float) and (math.isinf(v) or math.isnan(v)):
-        return None
-    return v
 
 
 # -- rich rendering ---------------------------------------------------------------------------------
