@@ -1,7 +1,8 @@
 """Print the Markdown tables of ``docs/benchmarks.md`` from the recorded results in ``bench/results/``.
 
     .venv/bin/python bench/to_markdown.py counting_overhead    # or: counts, meta_scale, startup, prototype,
-                                                               # compare, repeats, phases, attribution
+                                                               # compare, repeats, phases, attribution,
+                                                               # dispatch_floor
 
 The figures in the docs are pasted from this output, so that no number is transcribed by hand.
 """
@@ -198,8 +199,33 @@ def attribution(name: str = "fastpath_attribution") -> None:
     print("\n(ms of CPU time saved per call; `walk` includes `setup` and `params`.)")
 
 
+def dispatch_floor(name: str = "dispatch_floor") -> None:
+    d = load(name)
+    print(f"`{d['command']}` — {machine_line(d)}; CPU time of the calling thread, 1 torch thread\n")
+    print("| call | aten ops | plain µs | under an empty mode µs | added µs |")
+    print("| --- | ---: | ---: | ---: | ---: |")
+    for r in d["per_op"]:
+        print(f"| `{r['case']}` | {r['aten_ops']} | {r['plain_us']:.2f} | {r['under_empty_mode_us']:.2f} | "
+              f"{r['under_empty_mode_us'] - r['plain_us']:.2f} |")
+    m = d["model"]
+    med = m["median_cpu_s"]
+    base = med["plain forward"]
+    print(f"\n{m['model']} ({m['ops']} ops, {m['modules']} modules), one call:\n")
+    print("| what runs | CPU ms | added ms | / plain |")
+    print("| --- | ---: | ---: | ---: |")
+    for k, v in med.items():
+        print(f"| {k} | {v * 1e3:.2f} | {(v - base) * 1e3:+.2f} | {v / base:.2f}× |")
+    print(f"\nRecording, per op: {m['record_live_us_per_op']:.1f} µs during the forward, "
+          f"{m['record_replayed_us_per_op']:.1f} µs replayed in a tight loop.\n")
+    print("| MiB written between calls | `torch.conv2d` plain µs | under an empty mode µs | added µs |")
+    print("| ---: | ---: | ---: | ---: |")
+    for r in d.get("cold_caches", []):
+        print(f"| {r['flush_mib']} | {r['plain_us']:.2f} | {r['under_empty_mode_us']:.2f} | "
+              f"{r['under_empty_mode_us'] - r['plain_us']:.2f} |")
+
+
 if __name__ == "__main__":
     what = sys.argv[1] if len(sys.argv) > 1 else "counting_overhead"
     {"counting_overhead": overhead, "counts": counts, "meta_scale": meta_scale, "startup": startup,
      "prototype": prototype, "attribution": attribution, "compare": compare, "repeats": repeats,
-     "phases": phases}[what](*sys.argv[2:])
+     "phases": phases, "dispatch_floor": dispatch_floor}[what](*sys.argv[2:])
