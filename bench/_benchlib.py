@@ -151,6 +151,17 @@ def fmt_count(n: float | None) -> str:
     return f"{n:.0f}"
 
 
+def mac_equivalent(tool: str, c: dict[str, Any]) -> float | None:
+    """Each tool's headline number converted to MACs (FlopCounterMode counts 2 per MAC)."""
+    if tool == "fcm":
+        return c["flops"] / 2
+    if tool == "fvcore":
+        return c["flops_label_but_macs"]
+    if tool in ("ptflops", "ptflops-aten", "thop", "modelmeter", "mm-meta"):
+        return c.get("macs")
+    return None
+
+
 def console():  # noqa: ANN201
     from rich.console import Console
 

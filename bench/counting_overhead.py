@@ -38,10 +38,12 @@ from typing import Any
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import torch  # noqa: E402
-from _benchlib import console, fmt_count, geomean, machine_info, summarize, write_results  # noqa: E402
+from _benchlib import console, fmt_count, geomean, mac_equivalent, machine_info, summarize, write_results  # noqa: E402
 from torch import nn  # noqa: E402
+from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 
 import modelmeter  # noqa: E402
+from modelmeter.capture.tracer import _State, capturing  # noqa: E402
 
 TARGET_RATIO = 1.3  # issue 2: counting costs at most 1.3x a plain no_grad forward (geomean)
 
@@ -263,22 +265,31 @@ class _NoEvent:
     created: tuple = ()
 
 
+class EmptyMode(TorchDispatchMode):
+    """A dispatch mode that only calls each op: PyTorch's own cost of one, the least any
+    dispatch-mode counter can cost."""
+
+    @classmethod
+    def _should_skip_dynamo(cls) -> bool:
+        # as modelmeter's recorder: without this PyTorch wraps __torch_dispatch__ in
+        # torch._disable_dynamo, which adds frames to every op
+        return False
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204
+        return func(*args, **kwargs) if kwargs else func(*args)
+
+
+class NoRecordState(_State):
+    """modelmeter's capture state, recording nothing (every event, synthetic ones too, goes through
+    ``record_op``)."""
+
+    def record_op(self, *args: Any, **kwargs: Any) -> Any:
+        return _NoEvent()
+
+
 def t_floor_dispatch(case: Case, detail: bool) -> dict[str, Any]:
-    """Diagnostic: a no_grad forward under an empty TorchDispatchMode (PyTorch's own cost of one,
-    the least any dispatch-mode counter can cost)."""
-    from torch.utils._python_dispatch import TorchDispatchMode
-
-    class Empty(TorchDispatchMode):
-        @classmethod
-        def _should_skip_dynamo(cls) -> bool:
-            # as modelmeter's recorder: without this PyTorch wraps __torch_dispatch__ in
-            # torch._disable_dynamo, which adds frames to every op
-            return False
-
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204
-            return func(*args, **kwargs) if kwargs else func(*args)
-
-    with torch.no_grad(), Empty():
+    """Diagnostic: a no_grad forward under :class:`EmptyMode`."""
+    with torch.no_grad(), EmptyMode():
         case.call()
     return {}
 
@@ -289,13 +300,7 @@ def t_floor_capture(case: Case, detail: bool) -> dict[str, Any]:
     The least any capture built this way can cost; the rest of ``modelmeter`` minus this is what
     recording the events, the per-module set-up and building the report cost.
     """
-    from modelmeter.capture.tracer import _State, capturing
-
-    class NoRecord(_State):  # every event, synthetic ones too, goes through record_op
-        def record_op(self, *args: Any, **kwargs: Any) -> Any:
-            return _NoEvent()
-
-    st = NoRecord({id(m): p for p, m in case.model.named_modules()}, {})
+    st = NoRecordState({id(m): p for p, m in case.model.named_modules()}, {})
     with torch.no_grad(), capturing(case.model, st, function_mode=False):  # as profile(device="cpu")
         case.call()
     return {}
@@ -376,17 +381,6 @@ def bench_model(case: Case, tools: list[str], reps: int, warmup: int) -> dict[st
         paired[t] = rs[len(rs) // 2] if len(rs) % 2 else 0.5 * (rs[len(rs) // 2 - 1] + rs[len(rs) // 2])
     return {"name": case.name, "family": case.family, "input": case.input_desc, "counts": counts,
             "errors": errors, "timing": timing, "ratio_to_plain": ratios, "paired_ratio_median": paired}
-
-
-def mac_equivalent(tool: str, c: dict[str, Any]) -> float | None:
-    """Each tool's headline number converted to MACs (FlopCounterMode counts 2 per MAC)."""
-    if tool == "fcm":
-        return c["flops"] / 2
-    if tool == "fvcore":
-        return c["flops_label_but_macs"]
-    if tool in ("ptflops", "ptflops-aten", "thop", "modelmeter", "mm-meta"):
-        return c.get("macs")
-    return None
 
 
 def render(results: list[dict[str, Any]], tools: list[str], summary: dict[str, Any]) -> None:

@@ -37,24 +37,11 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import torch  # noqa: E402
 from _benchlib import console, machine_info, write_results  # noqa: E402
+from counting_overhead import EmptyMode, NoRecordState  # noqa: E402
 from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 
 import modelmeter  # noqa: E402
 from modelmeter.capture.tracer import _plan, _Recorder, _sdpa_wrapped, _State, capturing  # noqa: E402
-
-
-class _Empty(TorchDispatchMode):
-    @classmethod
-    def _should_skip_dynamo(cls) -> bool:  # as modelmeter's recorder
-        return False
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204
-        return func(*args, **kwargs) if kwargs else func(*args)
-
-
-class _NoRecord(_State):
-    def record_op(self, *args: Any, **kwargs: Any) -> None:
-        return None
 
 
 def _median_cpu(fns: dict[str, Callable[[], Any]], rounds: int) -> dict[str, float]:
@@ -98,7 +85,7 @@ def per_op(rounds: int) -> list[dict[str, Any]]:
                     call()
 
             def moded(call: Callable[[], Any] = call) -> None:
-                with _Empty():
+                with EmptyMode():
                     for _ in range(n):
                         call()
 
@@ -128,7 +115,7 @@ def cold_caches(rounds: int) -> list[dict[str, Any]]:
                         buf *= 1.0
 
             def moded(loop: Callable[[], None] = loop) -> None:
-                with _Empty():
+                with EmptyMode():
                     loop()
 
             med = _median_cpu({"plain": loop, "mode": moded}, rounds)
@@ -169,15 +156,15 @@ def model_layers(name: str, rounds: int) -> dict[str, Any]:
             model(x)
 
     def empty_mode() -> None:
-        with torch.no_grad(), _Empty():
+        with torch.no_grad(), EmptyMode():
             model(x)
 
     def capture_no_record() -> None:
-        with torch.no_grad(), capturing(model, _NoRecord(names, {}), function_mode=False):
+        with torch.no_grad(), capturing(model, NoRecordState(names, {}), function_mode=False):
             model(x)
 
     def patched_no_record() -> None:
-        st = _NoRecord(names, {})
+        st = NoRecordState(names, {})
         with torch.no_grad(), _patched_call(st), _sdpa_wrapped(st), _Recorder(st):
             model(x)
 

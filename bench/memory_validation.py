@@ -65,20 +65,14 @@ def storages_bytes(tensors: list[Any]) -> int:
     return sum(seen.values())
 
 
-def call(model: Any, inputs: Any) -> Any:
-    if isinstance(inputs, dict):
-        return model(**inputs)
-    if isinstance(inputs, (tuple, list)):
-        return model(*inputs)
-    return model(inputs)
-
-
 def run_step(model: Any, inputs: Any, train: bool, optimizer: str | None) -> Any:
     import torch
 
+    from modelmeter.measure.bench import _call  # how modelmeter's own benchmark calls a model
+
     model.train(train)
     with torch.set_grad_enabled(train):
-        out = call(model, inputs)
+        out = _call(model, inputs)
         if train:
             loss = loss_of(out)
             loss.backward()

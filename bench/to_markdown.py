@@ -14,21 +14,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
-RESULTS = Path(__file__).resolve().parent / "results"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _benchlib import RESULTS_DIR as RESULTS  # noqa: E402
+from _benchlib import fmt_count, mac_equivalent  # noqa: E402
+
 GIB = 2**30
 
 
 def load(name: str) -> dict[str, Any]:
     return json.loads((RESULTS / f"{name}.json").read_text())
-
-
-def si(n: float | None, digits: int = 3) -> str:
-    if n is None:
-        return "-"
-    for div, unit in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if abs(n) >= div:
-            return f"{n / div:.{digits}f} {unit}"
-    return f"{n:.0f}"
 
 
 def machine_line(d: dict[str, Any]) -> str:
@@ -57,14 +52,6 @@ def overhead(name: str = "counting_overhead") -> None:
           + ", ".join(f"{t} {s['geomean_paired_ratio'][t]:.2f}×" for t in tools) + ".")
 
 
-def mac_equiv(tool: str, c: dict[str, Any]) -> float | None:
-    if tool == "fcm":
-        return c["flops"] / 2
-    if tool == "fvcore":
-        return c["flops_label_but_macs"]
-    return c.get("macs")
-
-
 def counts(name: str = "counting_overhead") -> None:
     d = load(name)
     peers = [t for t in ("fcm", "fvcore", "ptflops", "ptflops-aten", "thop") if t in d["settings"]["tools"]]
@@ -80,9 +67,9 @@ def counts(name: str = "counting_overhead") -> None:
             if c is None:
                 cells.append("fails")
                 continue
-            v = mac_equiv(t, c)
-            cells.append(f"{si(v)} ({v / mm['macs']:.3f})")
-        print(f"| {m['name']} | {si(mm['macs'])} | {si(mm['flops'])} | " + " | ".join(cells) + " |")
+            v = mac_equivalent(t, c)
+            cells.append(f"{fmt_count(v)} ({v / mm['macs']:.3f})")
+        print(f"| {m['name']} | {fmt_count(mm['macs'])} | {fmt_count(mm['flops'])} | " + " | ".join(cells) + " |")
     print("\nParameters as reported (modelmeter / ptflops / thop):")
     for m in d["models"]:
         c = m["counts"]
@@ -106,7 +93,7 @@ def meta_scale(name: str = "meta_scale") -> None:
             tgt.append(f"< {e['target_peak_rss_gib']:g} GiB: {'met' if e['meets_rss_target'] else 'MISSED'}")
         print(f"| {e['case']} | {m['profile_s']:.2f} | {runs} | {e['max_peak_rss_bytes'] / GIB:.2f} | "
               f"{e['max_rss_before_profile_bytes'] / GIB:.2f} | {m['process_wall_s']:.2f} | {m['import_s']:.2f} | "
-              f"{c['params']:,} | {si(c['macs'])} | {si(c['flops'])} | {c['ops']} | {'; '.join(tgt) or '-'} |")
+              f"{c['params']:,} | {fmt_count(c['macs'])} | {fmt_count(c['flops'])} | {c['ops']} | {'; '.join(tgt) or '-'} |")
     if d.get("cli"):
         print("\n| command (end to end, fresh process) | wall s (median) | runs (s) | peak RSS GiB | MACs | dtype |")
         print("| --- | ---: | --- | ---: | ---: | --- |")
@@ -114,7 +101,7 @@ def meta_scale(name: str = "meta_scale") -> None:
             r0 = e["runs"][0]
             runs = ", ".join(f"{r['process_wall_s']:.2f}" for r in e["runs"])
             print(f"| `{' '.join(r0['argv'])}` | {e['median_process_wall_s']:.2f} | {runs} | "
-                  f"{e['max_peak_rss_bytes'] / GIB:.2f} | {si(r0['macs'])} | {r0['dtype']} |")
+                  f"{e['max_peak_rss_bytes'] / GIB:.2f} | {fmt_count(r0['macs'])} | {r0['dtype']} |")
 
 
 def startup(name: str = "startup") -> None:
