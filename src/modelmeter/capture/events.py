@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -56,37 +55,13 @@ class TensorMeta(_TensorMetaFields):
     def ndim(self) -> int:
         return len(self.shape)
 
-    @staticmethod
-    def of(t: torch.Tensor) -> TensorMeta:
-        """The TensorMeta of a tensor (the compiled ``_fastmeta.meta_of`` where it was built)."""
-        return _of_python(t)
-
-
-def _of_python(t: torch.Tensor) -> TensorMeta:
-    # the capture's hot path: positional arguments, the shape as the torch.Size it is (a tuple),
-    # device type from flags (no torch.device object)
-    st = t.untyped_storage()
-    dev = "cpu" if t.is_cpu else ("meta" if t.is_meta else t.device.type)
-    return _tuple_new(TensorMeta, (t.shape, t.dtype, dev, st._cdata, st.nbytes(), t.requires_grad, t.numel(),
-                                   t.nbytes))
-
-
-def _compiled_of() -> Any:
-    """``_fastmeta.meta_of`` (the same reads in C: a third of the time), or None where the optional
-    extension was not built or ``MODELMETER_PURE_PYTHON`` is set."""
-    if os.environ.get("MODELMETER_PURE_PYTHON"):
-        return None
-    try:
-        from . import _fastmeta
-    except ImportError:
-        return None
-    _fastmeta.set_type(TensorMeta)
-    return _fastmeta.meta_of
-
-
-meta_of_compiled = _compiled_of()
-if meta_of_compiled is not None:
-    TensorMeta.of = staticmethod(meta_of_compiled)  # type: ignore[method-assign]
+    @classmethod
+    def of(cls, t: torch.Tensor) -> TensorMeta:
+        # the capture's hot path: positional arguments, the shape as the torch.Size it is (a tuple),
+        # device type from flags (no torch.device object)
+        st = t.untyped_storage()
+        dev = "cpu" if t.is_cpu else ("meta" if t.is_meta else t.device.type)
+        return _tuple_new(cls, (t.shape, t.dtype, dev, st._cdata, st.nbytes(), t.requires_grad, t.numel(), t.nbytes))
 
 
 @dataclass(slots=True)

@@ -186,14 +186,12 @@ def run_capture(
         events=st.events, root_type=type(model).__name__, mode="meta" if dev.type == "meta" else "real",
         device=str(dev), train=train,
     )
-    metas, meta_of = st.metas, TensorMeta.of  # parameters', buffers' and inputs' metadata, taken once
     dtype_counts: dict[torch.dtype, int] = {}  # the run's dtype: the most common floating one
     for group, target in ((params, trace.param_storages), (buffers, trace.buffer_storages)):
         for n in group:
             t = used_params[n]
             storage = t.untyped_storage()
             target[storage._cdata] = storage.nbytes()
-            metas[id(t)] = (t, meta_of(t))
             if t.dtype.is_floating_point:
                 dtype_counts[t.dtype] = dtype_counts.get(t.dtype, 0) + 1
     flat_inputs: list[torch.Tensor] = []
@@ -201,7 +199,6 @@ def run_capture(
     for t in flat_inputs:
         storage = t.untyped_storage()
         trace.input_storages[storage._cdata] = storage.nbytes()
-        metas[id(t)] = (t, meta_of(t))
         trace.input_shapes.append(list(t.shape))
         trace.input_dtypes.append(str(t.dtype).replace("torch.", ""))
     st.known_storages.update(trace.param_storages, trace.buffer_storages, trace.input_storages)

@@ -90,7 +90,6 @@ class _OpPlan(NamedTuple):
     positions: tuple[int, ...] | None  # positional arguments that may hold tensors; None: look at all
     keywords: frozenset[str]  # keyword-only arguments that may hold tensors (``out`` is not an input)
     direct: bool  # an OpOverload whose C++ op (``_op``) may be called without ``__call__``
-    written: frozenset[int] = frozenset()  # positional tensor arguments the op may write (in place, resize)
 
 
 _PLANS: dict[int, _OpPlan] = {}
@@ -104,23 +103,20 @@ def _plan(func: Any) -> _OpPlan:
     schema = getattr(func, "_schema", None)
     positions: tuple[int, ...] | None = None
     keywords: frozenset[str] = frozenset()
-    written: frozenset[int] = frozenset()
     is_view = False
     if schema is not None:
         rets = schema.returns
         is_view = bool(rets) and all(r.alias_info is not None and not r.alias_info.is_write for r in rets)
-        pos, kw, wr = [], [], []
+        pos, kw = [], []
         for i, a in enumerate(schema.arguments):
             if "Tensor" in str(a.type):  # Tensor, Tensor?, Tensor[], Tensor?[]
                 if a.kwarg_only:
                     kw.append(a.name)
                 else:
                     pos.append(i)
-                    if a.alias_info is not None and a.alias_info.is_write:
-                        wr.append(i)
-        positions, keywords, written = tuple(pos), frozenset(kw), frozenset(wr)
+        positions, keywords = tuple(pos), frozenset(kw)
     direct = hasattr(func, "_op") and hasattr(func, "_pyobj_dispatcher")
-    plan = _PLANS[id(func)] = _OpPlan(func, str(func), is_view, positions, keywords, direct, written)
+    plan = _PLANS[id(func)] = _OpPlan(func, str(func), is_view, positions, keywords, direct)
     return plan
 
 
@@ -217,18 +213,6 @@ class _State:
         self.data_dependent: list[str] = []
         self.observers: list[Callable[[OpEvent], None]] = []
         self.tag_nodes = False  # set while autograd records (training forward)
-        # Tensors whose TensorMeta is known before an op reads them, so that it is not taken again:
-        # * ``metas``: those that live through the whole run (parameters, buffers, the model's
-        #   inputs), id -> (tensor, meta), filled by the caller; the tensor is held, so its id cannot
-        #   be reused;
-        # * ``prev_t``/``prev_m``: the last op's (first) output and its meta, as most ops read what
-        #   the op before made.
-        # Either is used only for an argument the op's schema does not mark as written (one that is
-        # written is read after the op, and ``metas`` updated), and only while ``requires_grad`` is
-        # unchanged (a hook may switch it between ops); an ``out=`` tensor is dropped from ``metas``.
-        self.metas: dict[int, tuple[Tensor, TensorMeta]] = {}
-        self.prev_t: Any = None
-        self.prev_m: Any = None
 
     # -- events -------------------------------------------------------------------------------
     def record_op(self, plan: _OpPlan, module: str, phase: str, args: tuple, kwargs: dict | None, out: Any) -> OpEvent:
@@ -244,22 +228,11 @@ class _State:
             if positions:
                 margs = list(args)
                 n = len(args)
-                written = plan.written
-                metas = self.metas
-                prev_t = self.prev_t
                 for i in positions:
                     if i < n:
                         a = args[i]
                         if isinstance(a, Tensor):
-                            if i in written:
-                                m = _meta_of(a)
-                                if id(a) in metas:  # e.g. a buffer resized in place: its meta from now on
-                                    metas[id(a)] = (a, m)
-                            elif a is prev_t and a.requires_grad is self.prev_m[5]:
-                                m = self.prev_m
-                            else:
-                                c = metas.get(id(a))
-                                m = c[1] if c is not None and c[0] is a and a.requires_grad is c[1][5] else _meta_of(a)
+                            m = _meta_of(a)
                             inputs.append(m)
                             margs[i] = m
                         elif a is not None:
@@ -270,10 +243,6 @@ class _State:
                 kws = plan.keywords
                 for k, v in kwargs.items():
                     mkw[k] = _convert(v, None if k == "out" else inputs) if k in kws else v
-                o = kwargs.get("out")
-                if o is not None:  # an out= tensor may have been resized
-                    for t in (o,) if isinstance(o, Tensor) else o:
-                        self.metas.pop(id(t), None)
         if isinstance(out, Tensor):
             # an in-place op returns its first argument, whose metadata was taken just now (after the op)
             outputs = (inputs[0],) if positions and positions[0] == 0 and args and out is args[0] else (_meta_of(out),)
@@ -295,14 +264,6 @@ class _State:
         if self.observers:
             for obs in self.observers:
                 obs(ev)
-        elif isinstance(out, Tensor):
-            # held until the next op; not with observers, as a lifetime tracker must see a storage die
-            # when the model drops its last reference
-            self.prev_t, self.prev_m = out, outputs[0]
-        elif outputs and isinstance(out[0], Tensor):
-            self.prev_t, self.prev_m = out[0], outputs[0]
-        else:
-            self.prev_t = None
         return ev
 
     def record(self, name: str, func: Any, module: str, phase: str, args: Any, kwargs: Any, out: Any) -> OpEvent:
@@ -339,8 +300,6 @@ class _State:
         finally:
             self.suppress -= 1
         ev.outputs = (TensorMeta.of(out),)
-        if not self.observers:
-            self.prev_t, self.prev_m = out, ev.outputs[0]
         if out.storage_offset() == 0 and out.untyped_storage()._cdata not in self.known_storages:
             self.known_storages.add(out.untyped_storage()._cdata)
             ev.created = ((out.untyped_storage()._cdata, out.untyped_storage().nbytes()),)
