@@ -70,7 +70,11 @@ class OpEvent:
 
     ``args``/``kwargs`` are the call's arguments with every tensor replaced by its :class:`TensorMeta`.
     ``inputs`` are the tensors read (the flattened tensor arguments, minus ``out=``), ``outputs`` the
-    tensors returned. ``created`` lists the storages this op allocated: ``(storage_key, nbytes)``.
+    tensors returned. ``created`` lists the storages this op allocated: ``(storage_key, nbytes)``,
+    taken from the op's schema (each returned storage of an op whose returns alias no argument,
+    unless it is one of the op's inputs' storages; ``lift_fresh``'s output, which ``torch.tensor``
+    built just before), so a storage made at the address of a dead one is listed too. Empty for
+    ``modelmeter.sdpa_backward``, whose outputs stand in for gradients its untraced kernels make.
     ``released`` lists storages whose last reference died right after this op (memory analysis).
     """
 

@@ -201,7 +201,6 @@ def run_capture(
         trace.input_storages[storage._cdata] = storage.nbytes()
         trace.input_shapes.append(list(t.shape))
         trace.input_dtypes.append(str(t.dtype).replace("torch.", ""))
-    st.known_storages.update(trace.param_storages, trace.buffer_storages, trace.input_storages)
     trace.dtype = str(max(dtype_counts, key=dtype_counts.__getitem__)).replace("torch.", "") if dtype_counts else "float32"
 
     try:

@@ -90,6 +90,11 @@ class _OpPlan(NamedTuple):
     positions: tuple[int, ...] | None  # positional arguments that may hold tensors; None: look at all
     keywords: frozenset[str]  # keyword-only arguments that may hold tensors (``out`` is not an input)
     direct: bool  # an OpOverload whose C++ op (``_op``) may be called without ``__call__``
+    # no return aliases an argument (no ``Tensor(a)``/``Tensor(a!)`` in the schema's returns): each
+    # returned storage that is not one of its inputs' was allocated by the op. True when unknown.
+    fresh: bool = True
+    # ``lift_fresh``: returns the tensor ``torch.tensor(...)`` has just built outside the dispatcher
+    lifts: bool = False
 
 
 _PLANS: dict[int, _OpPlan] = {}
@@ -104,9 +109,11 @@ def _plan(func: Any) -> _OpPlan:
     positions: tuple[int, ...] | None = None
     keywords: frozenset[str] = frozenset()
     is_view = False
+    fresh = True
     if schema is not None:
         rets = schema.returns
         is_view = bool(rets) and all(r.alias_info is not None and not r.alias_info.is_write for r in rets)
+        fresh = all(r.alias_info is None for r in rets)
         pos, kw = [], []
         for i, a in enumerate(schema.arguments):
             if "Tensor" in str(a.type):  # Tensor, Tensor?, Tensor[], Tensor?[]
@@ -116,7 +123,8 @@ def _plan(func: Any) -> _OpPlan:
                     pos.append(i)
         positions, keywords = tuple(pos), frozenset(kw)
     direct = hasattr(func, "_op") and hasattr(func, "_pyobj_dispatcher")
-    plan = _PLANS[id(func)] = _OpPlan(func, str(func), is_view, positions, keywords, direct)
+    plan = _PLANS[id(func)] = _OpPlan(func, str(func), is_view, positions, keywords, direct, fresh,
+                                      func is _LIFT_FRESH)
     return plan
 
 
@@ -170,6 +178,7 @@ class _Recorder(TorchDispatchMode):
 
 
 _LOCAL_SCALAR = torch.ops.aten._local_scalar_dense.default
+_LIFT_FRESH = torch.ops.aten.lift_fresh.default
 _SDPA = torch._C._nn.scaled_dot_product_attention  # what F.scaled_dot_product_attention is
 _current_node = torch._C._current_autograd_node
 
@@ -209,7 +218,6 @@ class _State:
         self.sdpa_emitted: set[int] = set()
         self.calls: dict[str, int] = {}
         self.failed_path: str | None = None
-        self.known_storages: set[int] = set()
         self.data_dependent: list[str] = []
         self.observers: list[Callable[[OpEvent], None]] = []
         self.tag_nodes = False  # set while autograd records (training forward)
@@ -248,15 +256,18 @@ class _State:
             outputs = (inputs[0],) if positions and positions[0] == 0 and args and out is args[0] else (_meta_of(out),)
         else:
             outputs = _outputs(out)
-        known = self.known_storages
-        for t in inputs:
-            known.add(t[3])
+        # the storages the op allocated: by the schema, not by "not seen before" (a storage freed
+        # during the run and a new one made at the same address share a key)
         created: Any = ()
-        for t in outputs:
-            key = t[3]
-            if key not in known:
-                known.add(key)
-                created = (*created, (key, t[4]))
+        if plan.fresh and outputs:
+            keys = {t[3] for t in inputs}
+            for t in outputs:
+                key = t[3]
+                if key not in keys:  # e.g. _unsafe_view: declared fresh, returns its input's storage
+                    keys.add(key)
+                    created = (*created, (key, t[4]))
+        elif plan.lifts:
+            created = tuple((t[3], t[4]) for t in outputs)
         events = self.events
         ev = OpEvent(len(events), plan.name, module, phase, margs, mkw, tuple(inputs), outputs, created, (),
                      plan.is_view, plan.func)
@@ -268,7 +279,8 @@ class _State:
 
     def record(self, name: str, func: Any, module: str, phase: str, args: Any, kwargs: Any, out: Any) -> OpEvent:
         """Record one call whose arguments are all looked at (synthetic events such as ``modelmeter.sdpa``)."""
-        plan = _OpPlan(func, name, func is not None and _is_view_op(func), None, frozenset(), False)
+        plan = _OpPlan(func, name, func is not None and _is_view_op(func), None, frozenset(), False,
+                       func is None or _plan(func).fresh)
         return self.record_op(plan, module, phase, args, kwargs, out)
 
     def meta_scalar(self, func: Any, t: torch.Tensor) -> Any:
@@ -299,12 +311,10 @@ class _State:
                 out = func(*args, **kwargs)
         finally:
             self.suppress -= 1
-        ev.outputs = (TensorMeta.of(out),)
-        if out.storage_offset() == 0 and out.untyped_storage()._cdata not in self.known_storages:
-            self.known_storages.add(out.untyped_storage()._cdata)
-            ev.created = ((out.untyped_storage()._cdata, out.untyped_storage().nbytes()),)
-        else:
-            ev.created = ()
+        m = TensorMeta.of(out)
+        ev.outputs = (m,)
+        # the kernel's output buffer, unless it is one of the arguments' storages
+        ev.created = () if any(t[3] == m[3] for t in ev.inputs) else ((m[3], m[4]),)
         if out.grad_fn is not None:
             gid = ev.index
             self.sdpa_groups[gid] = ev
