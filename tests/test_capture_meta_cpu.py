@@ -115,3 +115,40 @@ def test_inputs_that_require_grad_on_meta():
     r = mm.profile(lin, x, train=True, device="meta")
     # backward: grad input (2,4)@(4,4) = 32 + grad weight (4,2)@(2,4) = 32 MACs
     assert r.totals.phases["backward"].macs == 64
+
+
+class _AssignAndBranch(nn.Module):
+    def forward(self, x):  # x: 4x4 fp32
+        m = torch.zeros(4, 4, device=x.device)
+        m[1:3, :2] = 5  # CPU: lift_fresh + fill_; meta (and CUDA): scalar_tensor + view + expand + copy_
+        if (x > -100).all():  # a data-dependent read: on meta answered True, as CPU finds it
+            m = m * 2
+        return x + m
+
+
+def test_assignment_and_data_dependent_branch_count_the_same_on_meta_and_cpu() -> None:
+    # PyTorch dispatches `m[1:3, :2] = 5` differently per device, and a meta run cannot read
+    # `.all()`'s value; the counts must not notice. Bytes by hand (fp32 4 B, bool 1 B):
+    #   zeros            read 0,   write 4*4*4 = 64
+    #   m[1:3, :2] = 5   read 4 (the scalar, once), write 2*2*4 = 16 (the 0-dim scalar made: 0)
+    #   x > -100         read 64,  write 16 (bool)
+    #   .all()           read 16,  write 1
+    #   bool(...)        read 1 (the value read back), write 0
+    #   m * 2            read 64,  write 64
+    #   x + m            read 128, write 64
+    # read 4 + 64 + 16 + 1 + 64 + 128 = 277; written 64 + 16 + 16 + 1 + 64 + 64 = 225
+    x = torch.randn(4, 4)
+    a = mm.profile(_AssignAndBranch(), x, device="meta")
+    b = mm.profile(_AssignAndBranch(), x, device="cpu")
+    assert (a.totals.bytes_read, a.totals.bytes_written) == (277, 225)
+    assert _counts(a) == _counts(b)
+    assert {e.op for e in a.events} >= {"aten.scalar_tensor.default", "aten.copy_.default"}
+    assert {e.op for e in b.events} >= {"aten.lift_fresh.default", "aten.fill_.Tensor"}
+    assert any("data-dependent" in n for n in a.notes)
+
+
+def test_swin_counts_identical() -> None:
+    # Swin's shifted-window mask is built with slice assignments (`attn_mask[h, w] = count`)
+    m = torchvision.models.swin_t()
+    x = torch.randn(1, 3, 64, 64)
+    assert _counts(mm.profile(m, x, device="meta")) == _counts(mm.profile(m, x, device="cpu"))

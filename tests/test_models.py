@@ -213,16 +213,36 @@ def test_mixture_of_experts_macs_by_hand(dtype: str | None) -> None:
     # per token: 2 * 61,696 + lm_head 64,000 = 187,392; x 16 tokens = 2,998,272
     # attention: 2 * 136 pairs * 4 heads * 16 * 2 layers = 34,816
     # total 3,033,088
-    # Default (the preset's bf16): transformers' grouped_mm experts; fp32 on meta: batched_mm (see notes).
+    # transformers' default grouped_mm experts at either dtype: at fp32 on meta the capture answers
+    # aten._grouped_mm itself (PyTorch's meta kernel takes only bf16/fp16; its CPU kernel takes fp32)
     loaded = load("hf:mixtral-tiny", seq=16, dtype=dtype)
+    assert loaded.model.config._experts_implementation == "grouped_mm"
     r = mm.profile(loaded.model, loaded.inputs)
     assert r.totals.macs == 3_033_088
     assert r.uncounted_ops == []
-    if dtype == "fp32":
-        assert loaded.model.config._experts_implementation == "batched_mm"
-        assert any("batched_mm" in n for n in loaded.notes)
-    else:
-        assert loaded.model.config._experts_implementation == "grouped_mm"
+    assert [e.op for e in r.events].count("aten._grouped_mm.default") == 2 * 2  # gate_up and down, 2 layers
+
+
+@pytest.mark.parametrize("train", [False, True])
+def test_fp32_mixture_of_experts_counts_equal_on_meta_and_cpu(train: bool) -> None:
+    # a user's own fp32 Mixtral (grouped_mm experts): its meta run must not fail on PyTorch's
+    # bf16/fp16-only meta kernel of _grouped_mm, and must count what the CPU run counts, bytes included
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    cfg = transformers.MixtralConfig(num_hidden_layers=2, hidden_size=64, intermediate_size=128,
+                                     num_attention_heads=4, num_key_value_heads=2, vocab_size=1000,
+                                     num_local_experts=4, num_experts_per_tok=2)
+    model = transformers.MixtralForCausalLM(cfg).eval()
+    ids = torch.randint(0, 1000, (1, 16))
+    meta = mm.profile(model, ids, train=train)
+    cpu = mm.profile(model, ids, train=train, device="cpu")
+    # the hand count of the test above; training adds the backward, where every product computes the
+    # gradients of both its operands (2 x its forward MACs): 3 x in all
+    assert meta.totals.macs == (3_033_088 if not train else 3 * 3_033_088)
+    for key in ("macs", "flops", "bytes_read", "bytes_written"):
+        assert getattr(meta.totals, key) == getattr(cpu.totals, key), key
+    grouped = [e for e in meta.events if e.op == "aten._grouped_mm.default"]
+    assert grouped and all(e.bytes_read > 0 and e.bytes_written > 0 for e in grouped)
 
 
 def test_mixtral_8x7b_forward_on_meta_counts_two_experts_per_token() -> None:

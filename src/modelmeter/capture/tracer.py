@@ -146,12 +146,15 @@ class _Recorder(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204
         s = self.s
-        if func is _LOCAL_SCALAR and args[0].is_meta:
-            return s.meta_scalar(func, args[0])
         plan = _PLANS.get(id(func))
         if plan is None:
             plan = _plan(func)
-        if plan.direct and func._pyobj_dispatcher is None:
+        if func is _LOCAL_SCALAR and args[0].is_meta:
+            # no value to read: answered, and recorded as the read a real run makes
+            out = s.meta_scalar(func, args[0])
+        elif func is _GROUPED_MM and args[0].is_meta and args[0].dtype not in _HALF:
+            out = _meta_grouped_mm(args, kwargs)
+        elif plan.direct and func._pyobj_dispatcher is None:
             # what OpOverload.__call__ does when no Python dispatcher is installed, one frame less
             op = func._op
             out = op(*args, **kwargs) if kwargs else op(*args)
@@ -401,6 +404,27 @@ def _meta_fused_sdpa(bound: dict[str, Any]) -> torch.Tensor | None:
 
 
 _FLASH_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
+_GROUPED_MM = torch.ops.aten._grouped_mm.default
+_HALF = (torch.bfloat16, torch.float16)
+
+
+def _meta_grouped_mm(args: tuple, kwargs: dict | None) -> torch.Tensor:
+    """``aten._grouped_mm`` on meta tensors of a dtype its meta kernel refuses.
+
+    The CPU and CUDA kernels multiply fp32 (a mixture-of-experts model built at fp32 in
+    transformers 5 runs its experts through it), while PyTorch's meta kernel accepts only bf16/fp16.
+    The output's shape and strides do not depend on the dtype: they come from the meta kernel run on
+    bf16 stand-ins, and the output is made at the dtype the real kernel returns (``out_dtype``, else
+    the input's). The event keeps the call's own arguments, so its counts are those of a real run.
+    """
+    bound = dict(zip(("self", "mat2", "offs", "bias", "out_dtype"), args))
+    if kwargs:
+        bound.update(kwargs)
+    dtype = bound.get("out_dtype") or bound["self"].dtype
+    half = {k: v.to(torch.bfloat16) if isinstance(v, torch.Tensor) and v.is_floating_point() else v
+            for k, v in bound.items() if k != "out_dtype"}
+    shaped = _GROUPED_MM(**half)
+    return torch.empty_strided(shaped.shape, shaped.stride(), dtype=dtype, device="meta")
 
 
 def _tag_graph(root: Any, key: str, value: Any, stops: set[int]) -> None:

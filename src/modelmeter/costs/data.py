@@ -9,7 +9,8 @@ handed:
 * ``empty*`` allocates and writes nothing: 0 bytes; ``zeros``/``ones``/``full``/``arange``/``rand*``
   (and their ``_like``/``new_`` forms) write their output and read nothing (a ``_like`` input only
   gives the shape);
-* ``copy_(dst, src)`` reads ``src`` and writes ``dst``; ``fill_``/``zero_`` write ``self``;
+* ``copy_(dst, src)`` reads ``src`` (at most its storage, when broadcast) and writes ``dst``;
+  ``fill_``/``zero_`` write ``self``; ``scalar_tensor`` (a number as a 0-dim tensor) moves nothing;
 * gathers (``embedding``, ``index_select``, ``gather``, ``index``, ``take``, ``take_along_dim``) read
   the indices and the gathered elements only (as many as the output holds), not the whole source
   table: an embedding lookup of 16 tokens reads 16 rows, not the vocabulary;
@@ -76,7 +77,7 @@ def metadata(ev: OpEvent) -> Cost:
 
 @register_rule(*_aten(
     "zeros", "zeros_like", "new_zeros", "ones", "ones_like", "new_ones", "full", "full_like", "new_full",
-    "arange", "linspace", "logspace", "scalar_tensor", "eye", "randn", "rand", "randint", "randn_like",
+    "arange", "linspace", "logspace", "eye", "randn", "rand", "randint", "randn_like",
     "rand_like", "randint_like", "randperm", "normal", "normal_", "uniform_", "exponential_",
     "geometric_", "log_normal_", "cauchy_", "random_", "zero_", "fill", "fill_",
 ))
@@ -89,16 +90,33 @@ def creation(ev: OpEvent) -> Cost:
     return Cost(0, 0, value.nbytes if isinstance(value, TensorMeta) else 0, out)
 
 
+@register_rule(*_aten("scalar_tensor"))
+def scalar_tensor(ev: OpEvent) -> Cost:
+    """A 0-dim tensor made from a Python number: a scalar handed to the kernel that uses it, no
+    bytes here (that kernel counts reading it).
+
+    PyTorch makes the same tensor outside the dispatcher on CPU (``t[i] = 5`` arrives as
+    ``lift_fresh`` + ``fill_``) and with ``scalar_tensor`` elsewhere (meta, CUDA: ``scalar_tensor`` +
+    ``copy_`` from it broadcast); counting it on neither keeps meta and CPU runs equal.
+    """
+    return Cost(0, 0, 0, 0)
+
+
 @register_rule("aten.copy_", "aten._copy_from", "aten._copy_from_and_resize")
 def copy_(ev: OpEvent) -> Cost:
     """``copy_(self, src)`` reads ``src`` and writes ``self``; ``_copy_from(self, dst)`` reads ``self``
-    and writes ``dst``."""
+    and writes ``dst``.
+
+    A source that overlaps itself (broadcast with ``expand``, as ``t[i] = value`` copies a scalar off
+    CPU) reads at most its storage: ``min(numel x itemsize, storage bytes)``, the value read once,
+    as CPU's ``fill_`` for the same assignment counts it.
+    """
     a = arguments(ev)
     if ev.packet == "aten.copy_":
         src, dst = a["src"], a["self"]
     else:
         src, dst = a["self"], a["dst"]
-    return Cost(0, 0, src.nbytes, dst.nbytes)
+    return Cost(0, 0, min(src.nbytes, src.storage_nbytes), dst.nbytes)
 
 
 def _bytes(x: Any) -> int:

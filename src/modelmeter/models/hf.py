@@ -251,15 +251,6 @@ def build_hf(
         build_dtype = getattr(torch, build_dtype, None)
     if not isinstance(build_dtype, torch.dtype):
         build_dtype = None
-    if device == "meta" and _has_experts(config) and build_dtype not in (torch.bfloat16, torch.float16):
-        # PyTorch's meta kernel of aten._grouped_mm (the default experts implementation since
-        # transformers 5) accepts only bf16/fp16; batched_mm runs on meta at any dtype with the same MACs.
-        config._experts_implementation = "batched_mm"
-        notes.append(
-            "mixture-of-experts layers use transformers' batched_mm experts implementation: PyTorch's meta "
-            "kernel of the default grouped_mm accepts only bf16/fp16 (same MACs; batched_mm gathers each "
-            "routed expert's weights, so its bytes are higher)"
-        )
     build_device = "meta" if device == "meta" else "cpu"
     kwargs = {"dtype": build_dtype} if build_dtype is not None else {}
     try:
@@ -326,14 +317,6 @@ def build_hf(
         out_batch, out_seq = shapes[0].shape[0], None
     return HFBuild(model=model, inputs=inputs, kind=kind, facts=facts, notes=tuple(notes),
                    batch=out_batch, seq=out_seq)
-
-
-def _has_experts(config: Any) -> bool:
-    for attr in ("num_local_experts", "num_experts", "n_routed_experts"):
-        value = getattr(config, attr, None)
-        if isinstance(value, int) and value > 1:
-            return True
-    return False
 
 
 __all__ = ["DEFAULT_SEQ", "HFBuild", "Preset", "build_config", "build_hf", "config_facts", "get_preset",
