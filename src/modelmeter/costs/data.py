@@ -64,6 +64,8 @@ _ZERO_BYTES = _aten(
     "resize_", "resize_as_", "set_", "squeeze_", "unsqueeze_", "transpose_", "t_", "swapdims_",
     "swapaxes_", "record_stream", "_nested_tensor_from_mask_left_aligned", "sym_size", "sym_stride",
     "sym_numel", "sym_storage_offset", "_version", "requires_grad_", "retain_grad", "_resize_output_",
+    # views in practice, though their schemas do not say so (the RNN cell loop splits its gates with them)
+    "unsafe_split", "unsafe_split_with_sizes", "unsafe_chunk",
 )
 _ZERO_BYTES += ["profiler._record_function_enter", "profiler._record_function_enter_new",
                 "profiler._record_function_exit"]
