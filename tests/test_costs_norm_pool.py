@@ -196,3 +196,18 @@ def test_interpolation_backward_and_grid_sample():
     # grid_sample bilinear: out (1, 2, 3, 3) = 18 elements x 7 + 9 locations x 2 coords x 2 = 126 + 36 = 162
     inp, grid = torch.randn(1, 2, 4, 4), torch.rand(1, 3, 3, 2) * 2 - 1
     assert total_flops(events_of(F.grid_sample, inp, grid, align_corners=False)) == 162
+
+
+@pytest.mark.parametrize("device", ["meta", "cpu"])
+def test_weight_norm_forward_and_backward(device: str) -> None:
+    # weight_norm(Linear(8, 4)): v is 4x8 (32 elements), g is 4x1 (4 norms, over dim 1)
+    # forward: 3 * 32 + 2 * 4 = 104 FLOPs; reads v and g (128 + 16 B), writes w and the norms (128 + 16 B)
+    # backward: 5 * 32 + 3 * 4 = 172 FLOPs
+    from torch.nn.utils.parametrizations import weight_norm
+
+    torch.manual_seed(0)
+    r = mm.profile(weight_norm(nn.Linear(8, 4)), torch.randn(3, 8), device=device, train=True)
+    got = [(e.op, e.flops, e.bytes_read, e.bytes_written) for e in r.events if "weight_norm" in e.op]
+    assert got[0] == ("aten._weight_norm_interface.default", 104, 144, 144)
+    assert got[1][:2] == ("aten._weight_norm_interface_backward.default", 172)
+    assert r.uncounted_ops == []

@@ -18,6 +18,12 @@ FLOPs per element of the input (documented convention):
   subtract) 1 = 5. Backward: 4 (softmax: ``y * (g - sum(g * y))``: mul, sum, sub, mul;
   log-softmax: ``g - exp(y) * sum(g)``: sum, exp, mul, sub).
 
+* weight norm (``_weight_norm_interface``: ``w = v * g / ||v||``, the norm over every dim but
+  ``dim``), per element of ``v``: square and accumulate 2, scale 1 = 3; per norm (an element of
+  ``g``): sqrt 1, ``g / norm`` 1 = 2. Backward (``grad_g = sum(grad_w * v) / norm``,
+  ``grad_v = g / norm * (grad_w - v * grad_g / norm)``), per element: 2 for ``grad_g``'s sum of
+  products, 3 for ``grad_v``; per norm: 3 (the two quotients and ``grad_g``'s divide).
+
 Bytes of batch norm are counted from what the kernel touches, not from the tensors a backend
 happens to return: input, weight, bias and (eval) running statistics read; output written; in
 training the saved mean and inverse std written and the running statistics read and written. (A CPU
@@ -163,3 +169,17 @@ def softmax(ev: OpEvent) -> Cost:
 @register_rule("aten._softmax_backward_data", "aten._log_softmax_backward_data")
 def softmax_backward(ev: OpEvent) -> Cost:
     return Cost(flops=ev.inputs[0].numel * SOFTMAX_BACKWARD_FLOPS)
+
+
+@register_rule("aten._weight_norm_interface")
+def weight_norm(ev: OpEvent) -> Cost:
+    # (v, g, dim) -> (w, norms): 3 per element of v, 2 per norm
+    a = arguments(ev)
+    return Cost(flops=3 * a["v"].numel + 2 * a["g"].numel)
+
+
+@register_rule("aten._weight_norm_interface_backward")
+def weight_norm_backward(ev: OpEvent) -> Cost:
+    # (grad_w, saved_v, saved_g, saved_norms, dim) -> (grad_v, grad_g): 5 per element of v, 3 per norm
+    a = arguments(ev)
+    return Cost(flops=5 * a["saved_v"].numel + 3 * a["saved_g"].numel)
