@@ -152,3 +152,41 @@ def test_swin_counts_identical() -> None:
     m = torchvision.models.swin_t()
     x = torch.randn(1, 3, 64, 64)
     assert _counts(mm.profile(m, x, device="meta")) == _counts(mm.profile(m, x, device="cpu"))
+
+
+def test_boolean_mask_on_meta_selects_every_element_and_is_noted() -> None:
+    class Masked(nn.Module):
+        def forward(self, x):  # x: 4x4 fp32
+            return x[x > 0].sum()
+
+    # meta: the mask selects all 16 elements: index reads x (64 B) and the mask (16 B), writes 16 x 4 = 64 B
+    r = mm.profile(Masked(), torch.randn(4, 4))
+    index = next(e for e in r.events if e.op == "aten.index.Tensor")
+    assert (index.bytes_read, index.bytes_written) == (80, 64)
+    assert any("x[mask]" in n and "(root)" in n for n in r.notes)
+    # CPU: the real count, and no note
+    x = torch.tensor([[1.0, -1.0, 2.0, -2.0]] * 4)  # 8 positive: writes 8 x 4 = 32 B
+    c = mm.profile(Masked(), x, device="cpu")
+    assert next(e for e in c.events if e.op == "aten.index.Tensor").bytes_written == 32
+    assert c.notes == []
+
+
+def test_boolean_mask_in_backward_runs_on_meta() -> None:
+    # the backward of `h[mask] = v` indexes the gradient with the mask: PyTorch's meta kernel raises
+    # unless masks are taken as all-selected
+    class MaskFill(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fill = nn.Parameter(torch.zeros(8))
+            self.lin = nn.Linear(8, 8)
+
+        def forward(self, x):  # x: 2x3x8
+            h = self.lin(x)
+            mask = h[..., 0] > 0
+            h = h.clone()
+            h[mask] = self.fill.to(h.dtype)
+            return h
+
+    r = mm.profile(MaskFill(), torch.randn(2, 3, 8), train=True)
+    assert r.totals.macs == 768  # forward 2*3*8*8 = 384, + the weight gradient 384 (x needs none)
+    assert any("x[mask]" in n for n in r.notes)

@@ -162,8 +162,8 @@ def build_report(
     if dd:
         where = sorted(set(dd))
         notes.append(
-            f"{len(dd)} data-dependent read(s) of meta tensors (e.g. .item(), if tensor:) were answered "
-            f"True/0 in: {', '.join(w or '(root)' for w in where[:5])}; run with --device cpu to use real values"
+            f"{len(dd)} data-dependent read(s) of meta tensors (e.g. .item(), if tensor:, x[mask]) were answered "
+            f"True/0 (a boolean mask: every element selected) in: {', '.join(w or '(root)' for w in where[:5])}; run with --device cpu to use real values"
         )
     return Report(provenance=prov, totals=totals, modules=modules, ops=ops, uncounted_ops=uncounted,
                   events=events, notes=notes)

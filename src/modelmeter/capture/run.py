@@ -78,6 +78,19 @@ def _tables(mods: list[tuple[str, str | None, nn.Module]]) -> tuple[
     return names, params, buffers, modes
 
 
+_MASK_OPS = frozenset({"aten.nonzero.default", "aten.argwhere.default", "aten.index.Tensor",
+                       "aten.masked_select.default", "aten._unsafe_index.Tensor"})
+
+
+def _selects_by_mask(ev: Any) -> bool:
+    """An op whose output size depends on a boolean tensor's values (on meta: every element selected)."""
+    if ev.op not in _MASK_OPS:
+        return False
+    if ev.op in ("aten.nonzero.default", "aten.argwhere.default"):
+        return True
+    return any(t.dtype == torch.bool for t in ev.inputs[1:])
+
+
 def _first_float_tensor(x: Any) -> torch.Tensor | None:
     from torch.utils._pytree import tree_leaves
 
@@ -216,6 +229,12 @@ def run_capture(
             swap.enter_context(_reparametrize_module(model, state, tie_weights=True, strict=False))
         # the function mode is needed to tag autograd nodes (training) and is kept on meta, where an
         # attention call that escapes the wrapper would run the math decomposition
+        if dev.type == "meta":
+            # a boolean mask has no values on meta: PyTorch's meta kernels may take every element as
+            # selected (x[mask], nonzero); without this they raise. Listed with the data-dependent reads.
+            from torch.fx.experimental import _config as fx_config
+
+            swap.enter_context(fx_config.patch(meta_nonzero_assume_all_nonzero=True))
         with swap, capturing(model, st, function_mode=train or dev.type == "meta"):
             try:
                 st.tag_nodes = train
@@ -258,6 +277,8 @@ def run_capture(
                 m.training = flag
     trace.walk = mods
     trace.calls = st.calls
+    if dev.type == "meta":
+        st.data_dependent.extend(ev.module for ev in trace.events if _selects_by_mask(ev))
     trace.settings["data_dependent_reads"] = list(st.data_dependent)
     trace.settings["optimizer"] = optimizer
     return trace
