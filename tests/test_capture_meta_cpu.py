@@ -190,3 +190,66 @@ def test_boolean_mask_in_backward_runs_on_meta() -> None:
     r = mm.profile(MaskFill(), torch.randn(2, 3, 8), train=True)
     assert r.totals.macs == 768  # forward 2*3*8*8 = 384, + the weight gradient 384 (x needs none)
     assert any("x[mask]" in n for n in r.notes)
+
+
+@pytest.mark.parametrize("frozen", [False, True])
+def test_linear_on_a_transposed_input_takes_the_same_path_on_meta_and_cpu(frozen: bool) -> None:
+    # matmul folds a batch into one mm (after a copy of the non-contiguous input) only when the
+    # weight requires grad, else it runs a bmm over the weight broadcast: the meta stand-ins carry the
+    # user's requires_grad (inference too), so both runs take the same path, frozen or not
+    torch.manual_seed(0)
+    lin = nn.Linear(16, 8)
+    lin.requires_grad_(not frozen)
+
+    class T(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin = lin
+
+        def forward(self, x):  # x: 4x3x16
+            return self.lin(x.transpose(0, 1))
+
+    x = torch.randn(4, 3, 16)
+    a, b = mm.profile(T(), x), mm.profile(T(), x, device="cpu")
+    assert [e.op for e in a.events] == [e.op for e in b.events]
+    assert _counts(a) == _counts(b)
+    assert ("aten.bmm.default" in {e.op for e in a.events}) == frozen
+    assert lin.weight.requires_grad is not frozen  # the user's flag untouched
+
+
+def test_transformer_inference_identical() -> None:
+    torch.manual_seed(0)
+    m = nn.Transformer(d_model=32, nhead=4, num_encoder_layers=1, num_decoder_layers=1, dim_feedforward=64,
+                       batch_first=True).eval()
+    src, tgt = torch.randn(2, 6, 32), torch.randn(2, 5, 32)
+    assert _counts(mm.profile(m, (src, tgt))) == _counts(mm.profile(m, (src, tgt), device="cpu"))
+
+
+@pytest.mark.parametrize("mode", ["sum", "mean", "max"])
+@pytest.mark.parametrize("train", [False, True])
+def test_embedding_bag_bytes_identical(mode: str, train: bool) -> None:
+    # mean, inference, by hand: weight 100x16 fp32, indices 4x6 int64 (4 bags of 6; PyTorch adds
+    # offsets of 4 int64). Read: 24 gathered rows x 16 x 4 B = 1,536 + indices 192 + offsets 32 = 1,760.
+    # Written: output 4x16x4 = 256 + offset2bag 24 x 8 = 192 + bag sizes 4 x 8 = 32 = 480
+    torch.manual_seed(0)
+    m = nn.EmbeddingBag(100, 16, mode=mode)
+    x = torch.randint(0, 100, (4, 6))
+    a, b = mm.profile(m, x, train=train), mm.profile(m, x, train=train, device="cpu")
+    assert _counts(a) == _counts(b)
+    if mode == "mean" and not train:
+        (bag,) = [e for e in a.events if "embedding_bag" in e.op]
+        assert (bag.bytes_read, bag.bytes_written) == (1_760, 480)
+
+
+def test_a_cpu_tensor_moved_to_the_run_device_moves_nothing_on_meta() -> None:
+    # transformers' caches make counters on CPU and move them to the model's device: on a CPU run
+    # `.to("cpu")` dispatches nothing; on meta it is a _to_copy that must not count either
+    class Counter(nn.Module):
+        def forward(self, x):
+            step = torch.tensor(3.0).to(x.device)  # made on CPU
+            return x * step
+
+    x = torch.randn(4)
+    a, b = mm.profile(Counter(), x), mm.profile(Counter(), x, device="cpu")
+    assert "aten._to_copy.default" in {e.op for e in a.events}
+    assert _counts(a) == _counts(b)

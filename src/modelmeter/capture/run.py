@@ -160,7 +160,9 @@ def run_capture(
         else:
             new = t.detach().to(device=dev, dtype=target_dtype, copy=True)
         if is_param:
-            return nn.Parameter(new, requires_grad=t.requires_grad and train)
+            # the user's flag in inference too: PyTorch picks kernels by it (matmul folds a batch into one
+            # mm only for a weight that requires grad; embedding_bag has a forward-only kernel)
+            return nn.Parameter(new, requires_grad=t.requires_grad)
         return new
 
     if dev.type == "cpu":  # flags, not a torch.device object per tensor

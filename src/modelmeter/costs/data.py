@@ -17,6 +17,9 @@ handed:
 * in-place scatters (``index_put_``, ``scatter_``, ``index_copy_``, ``index_fill_``, ``index_add_``,
   ``scatter_add_``, ``scatter_reduce_``) read the indices and the source and write the elements they
   address (those that accumulate also read them); out-of-place forms copy ``self`` as well;
+* ``embedding_bag`` writes its output and its bookkeeping (``offset2bag``, bag sizes, ``max_indices``
+  for max) as computed, whatever a backend returns; ``_to_copy`` from CPU onto meta at the same dtype
+  moves nothing (a CPU run's ``.to("cpu")`` dispatches no op);
 * accumulating ops add one FLOP per accumulated element: ``index_put`` with ``accumulate=True``,
   ``index_add`` (2 with ``alpha != 1``), ``scatter_add``, ``scatter_reduce``,
   ``embedding_dense_backward`` (one add per grad-output element), ``embedding_bag`` (one add or
@@ -37,7 +40,7 @@ def _aten(*names: str) -> list[str]:
 
 register_no_arithmetic(*_aten(
     # copies, conversions, data-dependent reads
-    "_to_copy", "to", "copy", "clone", "contiguous", "_to_dense", "_local_scalar_dense", "item",
+    "to", "copy", "clone", "contiguous", "_to_dense", "_local_scalar_dense", "item",
     "is_nonzero", "equal", "is_same_size", "_has_compatible_shallow_copy_type", "_assert_async",
     "_assert_scalar", "sym_constrain_range_for_size", "_functional_assert_async", "tril", "triu",
     "tril_", "triu_", "lift_fresh_copy", "alias_copy", "detach_copy",
@@ -218,23 +221,53 @@ def embedding_backward(ev: OpEvent) -> Cost:
 def embedding_bag(ev: OpEvent) -> Cost:
     """(weight, indices, offsets, scale_grad_by_freq, mode (0 sum, 1 mean, 2 max), ...): one add or
     compare per gathered element, + 1 divide per output element for mean (+1 multiply per gathered
-    element with per_sample_weights). Reads the gathered rows, not the whole table."""
+    element with per_sample_weights). Reads the gathered rows, not the whole table.
+
+    Writes what the kernel computes, not what a backend returns (as batch norm): the output, the
+    bag of each index (``offset2bag``, one index each), each bag's size and, for ``mode="max"``, the
+    arg-max of each output element. The CPU kernel returns a dummy ``max_indices`` for sum and mean
+    and an empty ``offset2bag`` on its sum fast path, the meta kernel neither; counted this way the
+    two agree."""
     a = arguments(ev)
     w, idx = a["weight"], a["indices"]
     dim = w.shape[-1]
     gathered = idx.numel * dim
     out = ev.outputs[0]
-    flops = gathered + (out.numel if int(a.get("mode") or 0) == 1 else 0)
+    mode = int(a.get("mode") or 0)
+    flops = gathered + (out.numel if mode == 1 else 0)
     psw = a.get("per_sample_weights")
     if isinstance(psw, TensorMeta):
         flops += gathered
     read = gathered * w.itemsize + _bytes(idx) + _bytes(a.get("offsets")) + _bytes(psw)
-    return Cost(0, flops, read, sum(t.nbytes for t in ev.outputs))
+    return Cost(0, flops, read, out.nbytes + _bag_bookkeeping(idx, out.shape[0], dim, mode))
+
+
+def _bag_bookkeeping(idx: TensorMeta, bags: int, dim: int, mode: int) -> int:
+    """Bytes of ``offset2bag`` + ``bag_size`` (+ ``max_indices`` for max), at the indices' itemsize."""
+    return (idx.numel + bags + (bags * dim if mode == 2 else 0)) * idx.itemsize
 
 
 @register_rule("aten._embedding_bag_backward", "aten._embedding_bag_dense_backward",
                "aten._embedding_bag_sparse_backward")
 def embedding_bag_backward(ev: OpEvent) -> Cost:
-    """(grad, indices, ...): each gathered row receives its bag's gradient: one add per element."""
+    """(grad, indices, ...): each gathered row receives its bag's gradient: one add per element.
+
+    Reads the gradient, the indices and offsets, the forward's bookkeeping as
+    :func:`embedding_bag` counts it written, and the per-sample weights; writes the weight gradient."""
     a = arguments(ev)
-    return Cost(flops=a["indices"].numel * a["grad"].shape[-1])
+    grad, idx = a["grad"], a["indices"]
+    dim = grad.shape[-1]
+    read = (grad.nbytes + idx.nbytes + _bytes(a.get("offsets")) + _bytes(a.get("per_sample_weights"))
+            + _bag_bookkeeping(idx, grad.shape[0], dim, int(a.get("mode") or 0)))
+    return Cost(flops=idx.numel * dim, bytes_read=read)
+
+
+@register_rule("aten._to_copy")
+def to_copy(ev: OpEvent) -> Cost:
+    """A copy or conversion: reads its input, writes its output; a CPU tensor moved onto meta with its
+    dtype unchanged moves nothing, as the same ``.to(device)`` in a CPU run dispatches no op (a
+    model that makes a tensor on CPU and moves it to its device, as transformers' caches do)."""
+    x, out = ev.inputs[0], ev.outputs[0]
+    if x.device == "cpu" and out.device == "meta" and x.dtype == out.dtype:
+        return Cost(0, 0, 0, 0)
+    return Cost(0, 0, x.nbytes, out.nbytes)
