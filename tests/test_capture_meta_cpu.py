@@ -253,3 +253,25 @@ def test_a_cpu_tensor_moved_to_the_run_device_moves_nothing_on_meta() -> None:
     a, b = mm.profile(Counter(), x), mm.profile(Counter(), x, device="cpu")
     assert "aten._to_copy.default" in {e.op for e in a.events}
     assert _counts(a) == _counts(b)
+
+
+@pytest.mark.parametrize("device", ["meta", "cpu"])
+def test_half_precision_norm_statistics_counted_at_float32(device: str) -> None:
+    # LayerNorm(8) on 2x3x8 at bf16: reads input 48 x 2 B = 96 + weight 16 + bias 16 = 128; writes the
+    # output 96 + mean and rstd of 6 rows at float32 (the opmath type: what CUDA and the meta kernel
+    # return; CPU's kernel returns them at bf16) 2 x 6 x 4 = 48 -> 144
+    r = mm.profile(nn.LayerNorm(8), torch.randn(2, 3, 8), device=device, dtype=torch.bfloat16)
+    (ln,) = [e for e in r.events if e.op == "aten.native_layer_norm.default"]
+    assert (ln.bytes_read, ln.bytes_written) == (128, 144)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_training_identical(dtype) -> None:
+    m = torchvision.models.resnet18()
+    x = torch.randn(1, 3, 64, 64)
+    assert _counts(mm.profile(m, x, train=True, dtype=dtype)) == _counts(
+        mm.profile(m, x, train=True, dtype=dtype, device="cpu"))
+    lm = _lm("gpt2").eval()
+    ids = torch.randint(0, 1000, (1, 16))
+    assert _counts(mm.profile(lm, ids, train=True, dtype=dtype)) == _counts(
+        mm.profile(lm, ids, train=True, dtype=dtype, device="cpu"))

@@ -28,12 +28,16 @@ Bytes of batch norm are counted from what the kernel touches, not from the tenso
 happens to return: input, weight, bias and (eval) running statistics read; output written; in
 training the saved mean and inverse std written and the running statistics read and written. (A CPU
 kernel in eval returns empty saved statistics where a meta kernel returns ``C``-sized ones; counting
-what is computed keeps meta and real runs identical.)
+what is computed keeps meta and real runs identical.) Saved statistics of every normalization are
+counted at float32 for fp16/bf16 inputs (the opmath type CUDA and the meta kernels return; CPU's
+kernels return the input's dtype), the input's dtype otherwise.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+import torch
 
 from ..capture.events import OpEvent, TensorMeta
 from .registry import Cost, arguments, register_rule
@@ -62,18 +66,38 @@ def _affine(a: dict[str, Any]) -> int:
     return int(_t(a.get("weight"))) + int(_t(a.get("bias")))
 
 
+_HALF = (torch.float16, torch.bfloat16)
+
+
+def _stats(like: TensorMeta, *stats: object) -> int:
+    """Bytes of saved statistics (mean, rstd, invstd) at the dtype the kernel computes them in: float32
+    for fp16/bf16 inputs (PyTorch's opmath type, what CUDA and the meta kernels return; CPU kernels
+    return them at the input's dtype), the input's dtype otherwise."""
+    size = 4 if like.dtype in _HALF else like.itemsize
+    return sum(x.numel for x in stats if isinstance(x, TensorMeta)) * size
+
+
+def _reads_stats(ev: OpEvent, like: TensorMeta, *stats: object) -> int:
+    """Every tensor argument read, the saved statistics among them counted by :func:`_stats`."""
+    return sum(t.nbytes for t in ev.inputs) - sum(_nbytes(x) for x in stats) + _stats(like, *stats)
+
+
 @register_rule("aten.native_layer_norm")
 def layer_norm(ev: OpEvent) -> Cost:
-    # (input, normalized_shape, weight, bias, eps)
+    # (input, normalized_shape, weight, bias, eps) -> (out, mean, rstd)
     a = arguments(ev)
-    return Cost(flops=a["input"].numel * (NORM_FLOPS + _affine(a)))
+    x = a["input"]
+    return Cost(flops=x.numel * (NORM_FLOPS + _affine(a)),
+                bytes_written=ev.outputs[0].nbytes + _stats(x, *ev.outputs[1:3]))
 
 
 @register_rule("aten.native_group_norm")
 def group_norm(ev: OpEvent) -> Cost:
-    # (input, weight, bias, N, C, HxW, group, eps)
+    # (input, weight, bias, N, C, HxW, group, eps) -> (out, mean, rstd)
     a = arguments(ev)
-    return Cost(flops=a["input"].numel * (NORM_FLOPS + _affine(a)))
+    x = a["input"]
+    return Cost(flops=x.numel * (NORM_FLOPS + _affine(a)),
+                bytes_written=ev.outputs[0].nbytes + _stats(x, *ev.outputs[1:3]))
 
 
 def _bn(ev: OpEvent, training: bool) -> Cost:
@@ -85,7 +109,7 @@ def _bn(ev: OpEvent, training: bool) -> Cost:
     written = ev.outputs[0].nbytes
     if training:
         # saved mean and inverse std (one value per channel each), running statistics updated
-        saved = ev.outputs[1].nbytes + ev.outputs[2].nbytes if len(ev.outputs) >= 3 else 0
+        saved = _stats(x, *ev.outputs[1:3]) if len(ev.outputs) >= 3 else 0
         written += saved + stats
     return Cost(flops=x.numel * per, bytes_read=read, bytes_written=written)
 
@@ -120,14 +144,16 @@ def _norm_backward(g: TensorMeta, mask: Any, input_per: int) -> Cost:
 def layer_norm_backward(ev: OpEvent) -> Cost:
     # (grad_out, input, normalized_shape, mean, rstd, weight, bias, output_mask)
     a = arguments(ev)
-    return _norm_backward(a["grad_out"], a["output_mask"], NORM_BACKWARD_FLOPS)
+    c = _norm_backward(a["grad_out"], a["output_mask"], NORM_BACKWARD_FLOPS)
+    return Cost(flops=c.flops, bytes_read=_reads_stats(ev, a["input"], a["mean"], a["rstd"]))
 
 
 @register_rule("aten.native_group_norm_backward")
 def group_norm_backward(ev: OpEvent) -> Cost:
     # (grad_out, input, mean, rstd, weight, N, C, HxW, group, output_mask)
     a = arguments(ev)
-    return _norm_backward(a["grad_out"], a["output_mask"], NORM_BACKWARD_FLOPS)
+    c = _norm_backward(a["grad_out"], a["output_mask"], NORM_BACKWARD_FLOPS)
+    return Cost(flops=c.flops, bytes_read=_reads_stats(ev, a["input"], a["mean"], a["rstd"]))
 
 
 @register_rule("aten.native_batch_norm_backward", "aten.batch_norm_backward")
@@ -137,7 +163,9 @@ def batch_norm_backward(ev: OpEvent) -> Cost:
     a = arguments(ev)
     train = a.get("train", a.get("update"))
     per = NORM_BACKWARD_FLOPS if train else NORM_EVAL_BACKWARD_FLOPS
-    return _norm_backward(a["grad_out"], a["output_mask"], per)
+    c = _norm_backward(a["grad_out"], a["output_mask"], per)
+    saved = (a.get("save_mean"), a.get("save_invstd", a.get("save_var")))
+    return Cost(flops=c.flops, bytes_read=_reads_stats(ev, a["input"], *saved))
 
 
 @register_rule("aten.cudnn_batch_norm_backward", "aten.miopen_batch_norm_backward")
@@ -148,9 +176,11 @@ def batch_norm_backward_backend(ev: OpEvent) -> Cost:
 
 @register_rule("aten._fused_rms_norm")
 def rms_norm(ev: OpEvent) -> Cost:
-    # (input, normalized_shape, weight, eps)
+    # (input, normalized_shape, weight, eps) -> (out, rstd)
     a = arguments(ev)
-    return Cost(flops=a["input"].numel * (RMS_FLOPS + int(_t(a.get("weight")))))
+    x = a["input"]
+    return Cost(flops=x.numel * (RMS_FLOPS + int(_t(a.get("weight")))),
+                bytes_written=ev.outputs[0].nbytes + _stats(x, *ev.outputs[1:2]))
 
 
 @register_rule("aten._fused_rms_norm_backward")
@@ -158,7 +188,8 @@ def rms_norm_backward(ev: OpEvent) -> Cost:
     # (grad_out, input, normalized_shape, rstd, weight, output_mask[input, weight])
     a = arguments(ev)
     mask = list(a.get("output_mask") or [True, True])
-    return _norm_backward(a["grad_out"], [mask[0], mask[1] and _t(a.get("weight")), False], RMS_BACKWARD_FLOPS)
+    c = _norm_backward(a["grad_out"], [mask[0], mask[1] and _t(a.get("weight")), False], RMS_BACKWARD_FLOPS)
+    return Cost(flops=c.flops, bytes_read=_reads_stats(ev, a["input"], a.get("rstd")))
 
 
 @register_rule("aten._softmax", "aten._log_softmax", "aten._safe_softmax", "aten.softmax", "aten.log_softmax")
