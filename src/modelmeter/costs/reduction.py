@@ -4,6 +4,13 @@
   mean adds one divide per output element; logsumexp 3 per element (subtract the max, exp, add);
 * var/std (and var_mean/std_mean): 4 per element (sum for the mean, subtract, square, accumulate);
 * vector norms: 2 per element (|x|^p, accumulate);
+* pairwise distances (``torch.cdist``), per pair of rows of ``M`` coordinates: ``p = 2``: 3M + 1
+  (subtract, square, accumulate; sqrt), ``p = 1``: 3M (subtract, abs, accumulate), ``p = inf``: 3M
+  (subtract, abs, max), ``p = 0``: 2M (compare, count), other ``p``: 4M + 1 (subtract, abs, power,
+  accumulate; root); the backward (the first input's gradient) the same per pair. With ``p = 2`` and
+  more than 25 rows PyTorch runs a matrix product instead (``_euclidean_dist``:
+  ``|x|^2 + |y|^2 - 2 x.y`` as one product of rows extended by 2): ``P R (M + 2)`` MACs, plus
+  ``3 P M + 2 R M`` for the norms and the ``-2`` scaling, and 2 per pair (clamp, sqrt);
 * losses are counted by the ops they decompose into (cross-entropy is log_softmax + nll_loss,
   l1_loss is sub, abs, mean), except the fused ones here, per element of the input:
   nll_loss 1 per target (select and accumulate), mse_loss 3 (sub, square, accumulate) and its
@@ -86,3 +93,36 @@ def smooth_l1(ev: OpEvent) -> Cost:
 @register_rule("aten.smooth_l1_loss_backward", "aten.huber_loss_backward")
 def smooth_l1_backward(ev: OpEvent) -> Cost:
     return Cost(flops=4 * ev.inputs[1].numel)  # (grad_output, self, target, ...)
+
+
+def _pair_flops(p: float, m: int) -> int:
+    if p == 2:
+        return 3 * m + 1
+    if p in (1, float("inf")):
+        return 3 * m
+    if p == 0:
+        return 2 * m
+    return 4 * m + 1
+
+
+@register_rule("aten._cdist_forward", "aten._cdist_backward")
+def cdist(ev: OpEvent) -> Cost:
+    # forward (x1 (..., P, M), x2 (..., R, M), p, compute_mode) -> (..., P, R); backward
+    # (grad (..., P, R), x1, x2, p, cdist) -> grad of x1: the same work per pair
+    a = arguments(ev)
+    x1, x2 = a["x1"], a["x2"]
+    m = x1.shape[-1]
+    pairs = (x1.numel // m) * x2.shape[-2] if m else 0  # batch x P x R
+    return Cost(flops=pairs * _pair_flops(float(a["p"]), m))
+
+
+@register_rule("aten._euclidean_dist")
+def euclidean_dist(ev: OpEvent) -> Cost:
+    # (x1 (..., P, M), x2 (..., R, M)): [-2 x1, |x1|^2, 1] @ [x2, 1, |x2|^2]^T, clamped, sqrt
+    a = arguments(ev)
+    x1, x2 = a["x1"], a["x2"]
+    m = x1.shape[-1]
+    rows1, rows2 = x1.numel // m, x2.numel // m  # batch x P, batch x R
+    pairs = ev.outputs[0].numel
+    macs = pairs * (m + 2)
+    return Cost.of_macs(macs, extra_flops=3 * rows1 * m + 2 * rows2 * m + 2 * pairs)
