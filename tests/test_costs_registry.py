@@ -24,15 +24,15 @@ def _(x):
     return torch.empty_like(x)
 
 
-class Spectral(nn.Module):
+class Factorize(nn.Module):
     def forward(self, x):
-        return torch.fft.rfft(x).abs()
+        return torch.linalg.qr(x).R.abs()  # a QR factorization: no FLOP rule
 
 
-class TwoSpectral(nn.Module):
+class TwoFactorize(nn.Module):
     def __init__(self) -> None:
         super().__init__()
-        self.a, self.b = Spectral(), Spectral()
+        self.a, self.b = Factorize(), Factorize()
 
     def forward(self, x):
         return self.a(x) + self.b(x)
@@ -40,18 +40,19 @@ class TwoSpectral(nn.Module):
 
 def test_uncounted_ops_are_listed_with_count_and_modules():
     x = torch.randn(4, 8)
-    r = mm.profile(TwoSpectral(), x)
-    assert [(u.op, u.calls, sorted(u.modules)) for u in r.uncounted_ops] == [("aten._fft_r2c.default", 2, ["a", "b"])]
-    # nothing silently zero: the op still has bytes, reads 4*8*4 = 128 B and writes (4, 5) complex64 = 160 B
-    rows = [e for e in r.events if e.op == "aten._fft_r2c.default"]
-    assert [(e.bytes_read, e.bytes_written, e.counted) for e in rows] == [(128, 160, False)] * 2
-    assert r.uncounted_ops[0].bytes_moved == 2 * (128 + 160)
+    r = mm.profile(TwoFactorize(), x)
+    assert [(u.op, u.calls, sorted(u.modules)) for u in r.uncounted_ops] == [("aten.linalg_qr.default", 2, ["a", "b"])]
+    # nothing silently zero: the op still has bytes, reads 4*8*4 = 128 B and writes Q (4x4) and R (4x8):
+    # 64 + 128 = 192 B
+    rows = [e for e in r.events if e.op == "aten.linalg_qr.default"]
+    assert [(e.bytes_read, e.bytes_written, e.counted) for e in rows] == [(128, 192, False)] * 2
+    assert r.uncounted_ops[0].bytes_moved == 2 * (128 + 192)
     assert r.totals.uncounted_ops == 2
 
 
 def test_strict_mode_raises():
-    with pytest.raises(UncountedOpsError, match="_fft_r2c"):
-        mm.profile(TwoSpectral(), torch.randn(4, 8), strict=True)
+    with pytest.raises(UncountedOpsError, match="linalg_qr"):
+        mm.profile(TwoFactorize(), torch.randn(4, 8), strict=True)
     # a model whose ops all have rules passes strict mode
     mm.profile(nn.Sequential(nn.Linear(4, 4), nn.ReLU()), torch.randn(2, 4), strict=True, train=True, optimizer="adamw")
 
