@@ -225,3 +225,34 @@ def test_unsafe_view_after_matmul_moves_nothing():
         c = cost(e)
         assert (c.bytes_read, c.bytes_written) == (0, 0)
     assert only(evs, "aten.bmm").outputs[0].shape == (4, 3, 5)
+
+
+def test_sparse_operands_count_their_stored_values():
+    # a 5x5 sparse matrix with 7 stored values times a dense 5x8: each stored value meets a row of 8:
+    # 7 * 8 = 56 MACs (not the dense 5*5*8 = 200), COO through @, torch.sparse.addmm (+ 5*8 = 40 FLOPs
+    # for the add) and CSR through torch.mm
+    idx = torch.tensor([[0, 1, 2, 3, 4, 0, 4], [0, 1, 2, 3, 4, 4, 0]])
+    adj = torch.sparse_coo_tensor(idx, torch.ones(7), (5, 5))
+    x = torch.randn(5, 8)
+
+    class Graph(torch.nn.Module):
+        def forward(self, adj, x):
+            return (adj @ x) + torch.sparse.addmm(torch.zeros(5, 8), adj, x) + torch.mm(adj.to_sparse_csr(), x)
+
+    r = mm.profile(Graph(), (adj, x), device="cpu")
+    products = [(e.op, e.macs, e.flops) for e in r.events if e.macs]
+    assert products == [("aten.mm.default", 56, 112), ("aten._sparse_addmm.default", 56, 152),
+                        ("aten.mm.default", 56, 112)]
+    assert r.uncounted_ops == []
+    # the sparse input's bytes are what it stores: 7 fp32 values + 2x7 int64 indices = 28 + 112 = 140
+    assert next(e for e in r.events if e.op == "aten.mm.default").bytes_read == 140 + 5 * 8 * 4
+
+
+def test_sparse_gradients_train_on_cpu_and_meta():
+    # nn.EmbeddingBag(sparse=True) makes a sparse gradient, which has no storage of its own
+    for device in ("cpu", "meta"):
+        torch.manual_seed(0)
+        r = mm.profile(torch.nn.EmbeddingBag(100, 8, sparse=True), torch.randint(0, 100, (4, 3)), train=True,
+                       optimizer="sgd", device=device)
+        assert "aten._embedding_bag_backward.default" in {e.op for e in r.events}
+        assert r.uncounted_ops == []

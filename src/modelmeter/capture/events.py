@@ -59,9 +59,31 @@ class TensorMeta(_TensorMetaFields):
     def of(cls, t: torch.Tensor) -> TensorMeta:
         # the capture's hot path: positional arguments, the shape as the torch.Size it is (a tuple),
         # device type from flags (no torch.device object)
-        st = t.untyped_storage()
+        try:
+            st = t.untyped_storage()
+        except NotImplementedError:  # no storage of its own: a sparse tensor
+            return _of_sparse(cls, t)
         dev = "cpu" if t.is_cpu else ("meta" if t.is_meta else t.device.type)
         return _tuple_new(cls, (t.shape, t.dtype, dev, st._cdata, st.nbytes(), t.requires_grad, t.numel(), t.nbytes))
+
+
+def _of_sparse(cls: type, t: torch.Tensor) -> TensorMeta:
+    """A sparse tensor (COO, CSR, CSC, BSR, BSC), described by what it stores: ``numel`` counts the
+    stored values, ``nbytes`` the values and the indices, and its storage is the values' (the one a
+    lifetime tracker can follow; the indices' memory is not tracked). The shape is the dense one."""
+    layout = t.layout
+    if layout == torch.sparse_coo:
+        values, indices = t._values(), (t._indices(),)
+    elif layout in (torch.sparse_csr, torch.sparse_bsr):
+        values, indices = t.values(), (t.crow_indices(), t.col_indices())
+    elif layout in (torch.sparse_csc, torch.sparse_bsc):
+        values, indices = t.values(), (t.ccol_indices(), t.row_indices())
+    else:
+        raise NotImplementedError(f"tensors of layout {layout} are not supported")
+    st = values.untyped_storage()
+    nbytes = values.nbytes + sum(i.nbytes for i in indices)
+    return _tuple_new(cls, (t.shape, t.dtype, t.device.type, st._cdata, st.nbytes(), t.requires_grad,
+                            values.numel(), nbytes))
 
 
 @dataclass(slots=True)

@@ -205,15 +205,15 @@ def run_capture(
     for group, target in ((params, trace.param_storages), (buffers, trace.buffer_storages)):
         for n in group:
             t = used_params[n]
-            storage = t.untyped_storage()
-            target[storage._cdata] = storage.nbytes()
+            m = TensorMeta.of(t)  # a sparse tensor by its values' storage
+            target[m.storage_key] = m.storage_nbytes
             if t.dtype.is_floating_point:
                 dtype_counts[t.dtype] = dtype_counts.get(t.dtype, 0) + 1
     flat_inputs: list[torch.Tensor] = []
     _map_tensors((args, kwargs), lambda t: flat_inputs.append(t) or t)
     for t in flat_inputs:
-        storage = t.untyped_storage()
-        trace.input_storages[storage._cdata] = storage.nbytes()
+        m = TensorMeta.of(t)
+        trace.input_storages[m.storage_key] = m.storage_nbytes
         trace.input_shapes.append(list(t.shape))
         trace.input_dtypes.append(str(t.dtype).replace("torch.", ""))
     trace.dtype = str(max(dtype_counts, key=dtype_counts.__getitem__)).replace("torch.", "") if dtype_counts else "float32"
@@ -251,7 +251,7 @@ def run_capture(
                     st.phase = "backward"
                     loss.backward()
                     grads = [p.grad for p in used_params.values() if isinstance(p, nn.Parameter) and p.grad is not None]
-                    trace.grad_storages = {g.untyped_storage()._cdata for g in grads}
+                    trace.grad_storages = {TensorMeta.of(g).storage_key for g in grads}
                     if optimizer is not None:
                         st.phase = "optimizer"
                         trainable = [p for n, p in used_params.items() if n in params and p.requires_grad]
@@ -260,7 +260,7 @@ def run_capture(
                         for s in opt.state.values():
                             for v in s.values():
                                 if isinstance(v, torch.Tensor):
-                                    trace.optimizer_storages.add(v.untyped_storage()._cdata)
+                                    trace.optimizer_storages.add(TensorMeta.of(v).storage_key)
             except ModelmeterError:
                 raise
             except Exception as exc:

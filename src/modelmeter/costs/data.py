@@ -58,6 +58,10 @@ register_no_arithmetic(*_aten(
     "replication_pad1d_backward", "replication_pad2d_backward", "replication_pad3d_backward", "kthvalue",
     "msort", "trace", "diag_embed", "block_diag", "tensor_split", "narrow_copy", "_pad_packed_sequence",
     "index_select_backward", "_index_put_impl", "_fused_sdp_choice",
+    # layout conversions
+    "to_sparse", "_to_sparse", "_to_sparse_csr", "_to_sparse_csc", "_to_sparse_bsr", "_to_sparse_bsc",
+    "coalesce", "_coalesce", "_sparse_coo_tensor_with_dims_and_tensors", "sparse_resize_",
+    "sparse_resize_and_clear_",
 ))
 
 #: Allocation and metadata only: no bytes at all.

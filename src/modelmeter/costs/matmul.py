@@ -30,13 +30,31 @@ def _prod(xs: tuple[int, ...] | list[int]) -> int:
     return n
 
 
-@register_rule("aten.mm", "aten._int_mm")
-def mm(ev: OpEvent) -> Cost:
-    # (m, k) @ (k, n): m*n*k MACs
-    a, b = ev.inputs[0], ev.inputs[1]
+def _sparse_macs(a: TensorMeta, b: TensorMeta) -> int:
+    """MACs of ``a @ b`` (2-D), a sparse operand counted by its stored values (a sparse TensorMeta's
+    ``numel``, fewer than its dense shape holds): each stored value of ``a`` meets a row of ``b``
+    (``nnz(a) x n``), each of ``b`` a column of ``a`` (``m x nnz(b)``)."""
     m, k = a.shape
     n = b.shape[1]
-    return Cost.of_macs(m * n * k)
+    if a.numel != m * k and b.numel == k * n:
+        return a.numel * n
+    if b.numel != k * n and a.numel == m * k:
+        return m * b.numel
+    return m * n * k
+
+
+@register_rule("aten.mm", "aten._int_mm")
+def mm(ev: OpEvent) -> Cost:
+    # (m, k) @ (k, n): m*n*k MACs (a sparse operand: its stored values times the other's rows)
+    return Cost.of_macs(_sparse_macs(ev.inputs[0], ev.inputs[1]))
+
+
+@register_rule("aten._sparse_addmm")
+def sparse_addmm(ev: OpEvent) -> Cost:
+    # (self, mat1 sparse, mat2, beta, alpha): torch.sparse.mm / addmm: nnz(mat1) x n MACs + the add
+    a = arguments(ev)
+    mat1, mat2 = a["mat1"], a["mat2"]
+    return Cost.of_macs(_sparse_macs(mat1, mat2), extra_flops=mat1.shape[0] * mat2.shape[1])
 
 
 @register_rule("aten._scaled_mm", "aten._scaled_mm_v2")
