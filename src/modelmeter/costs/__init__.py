@@ -1,6 +1,6 @@
 """Cost rules: one file per op family, registered in :mod:`.registry`."""
 
-from . import attention, conv, data, elementwise, fft, matmul, norm, optim, pool, reduction, rnn  # noqa: F401 - register rules
+from . import attention, conv, data, elementwise, fft, matmul, norm, optim, pool, reduction, rnn, vision  # noqa: F401 - register rules
 from .registry import (
     Cost,
     CountSettings,
