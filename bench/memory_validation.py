@@ -37,6 +37,9 @@ MODELS: dict[str, tuple[str, dict[str, Any]]] = {
     "vit_b_16": ("torchvision:vit_b_16", {"batch": 4}),
     "gpt2": ("hf:gpt2", {"batch": 2, "seq": 512}),
     "bert-base": ("hf:bert-base", {"batch": 4, "seq": 256}),
+    # the factory makes its own inputs (ids 8x64), the batch given here only labels the table
+    "lstm-tagger": (os.path.join(os.path.dirname(os.path.abspath(__file__)), "_rnn_models.py:lstm_tagger"),
+                    {"batch": 8, "seq": 64}),
 }
 
 

@@ -1,14 +1,23 @@
-"""Recurrent layers: oneDNN's fused LSTM layer on CPU counted as its cell loop is on meta."""
+"""Recurrent layers: one op per nn.LSTM/GRU/RNN call, the same counts on meta and CPU; oneDNN's fused
+LSTM layer when called directly."""
 
 from __future__ import annotations
 
 import pytest
 import torch
+from test_costs_support import cost, synthetic
 from torch import nn
 
 import modelmeter as mm
 
-needs_onednn = pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="PyTorch built without oneDNN")
+
+def _totals(r):
+    t = r.totals
+    return t.macs, t.flops, t.bytes_read, t.bytes_written
+
+
+def _rnn(r):
+    return [(e.op, e.macs, e.flops) for e in r.events if e.op.startswith("modelmeter.rnn")]
 
 
 def _lstm() -> nn.Module:
@@ -16,50 +25,85 @@ def _lstm() -> nn.Module:
     return nn.LSTM(16, 32, num_layers=2, batch_first=True)
 
 
-def _events(r, op):
-    return [e for e in r.events if e.op == op]
+@pytest.mark.parametrize("device", ["meta", "cpu"])
+def test_lstm_is_one_op_counted_as_its_cell_loop(device: str) -> None:
+    # 5 steps x batch 2 = 10 rows, I=16, H=32, G=4 gates (128 = G x H); per row G H (I + H) MACs:
+    #   layer 1: 10 * 128 * (16 + 32) = 61,440; layer 2 (input = layer 1's H): 10 * 128 * 64 = 81,920
+    # FLOPs 2 x MACs + per unit (10 * 32 = 320) 22 (cell) + 8 (two bias adds of G):
+    #   layer 1: 122,880 + 9,600 = 132,480; layer 2: 163,840 + 9,600 = 173,440; total 305,920
+    # bytes read: input 2*5*16*4 = 640, h0 and c0 2 * (2*2*32*4) = 1,024, weights: layer 1
+    #   (128*16 + 128*32 + 2*128) * 4 = 25,600, layer 2 (128*32*2 + 2*128) * 4 = 33,792: 61,056;
+    #   written: output 2*5*32*4 = 1,280, h_n and c_n 1,024: 2,304
+    r = mm.profile(_lstm(), torch.randn(2, 5, 16), device=device)
+    assert _rnn(r) == [("modelmeter.rnn", 143_360, 305_920)]
+    (ev,) = [e for e in r.events if e.op == "modelmeter.rnn"]
+    assert (ev.bytes_read, ev.bytes_written) == (61_056, 2_304)
+    assert r.uncounted_ops == []
 
 
-@needs_onednn
-def test_lstm_forward_fused_on_cpu_counts_its_cell_loop_as_meta_does() -> None:
-    # T=5 steps, B=2, I=16, H=32, G=4 gates; per step and row: G*H*(I + H) MACs
-    #   layer 1: 5*2 * 128*(16 + 32) = 61,440; layer 2 (input = layer 1's H): 5*2 * 128*(32 + 32) = 81,920
-    # FLOPs: 2 x MACs + per unit (T*B*H = 320 of them) 22 (cell) + 8 (two bias adds of G):
-    #   layer 1: 122,880 + 320*30 = 132,480; layer 2: 163,840 + 9,600 = 173,440; total 305,920
+def test_lstm_training_step_identical_on_meta_and_cpu() -> None:
+    # backward: layer 1 weights 10*128*48 = 61,440 + hidden state 10*128*32 = 40,960 (the input needs no
+    # gradient); layer 2 weights 10*128*64 = 81,920 + hidden 40,960 + its input 10*128*32 = 40,960:
+    # 266,240 MACs; FLOPs 532,480 + per unit 320 * (23 cell + 4 bias) * 2 layers = 17,280: 549,760
     x = torch.randn(2, 5, 16)
-    cpu = mm.profile(_lstm(), x, device="cpu")
-    meta = mm.profile(_lstm(), x, device="meta")
-    fused = _events(cpu, "aten.mkldnn_rnn_layer.default")
-    assert [(e.macs, e.flops) for e in fused] == [(61_440, 132_480), (81_920, 173_440)]
-    assert not _events(meta, "aten.mkldnn_rnn_layer.default")  # the cell loop on meta
-    for r in (cpu, meta):
-        assert (r.totals.macs, r.totals.flops) == (143_360, 305_920)
-        assert r.uncounted_ops == []  # unsafe_split (the loop's gate split) is a view
+    meta, cpu = mm.profile(_lstm(), x, train=True), mm.profile(_lstm(), x, train=True, device="cpu")
+    assert _rnn(meta) == _rnn(cpu) == [("modelmeter.rnn", 143_360, 305_920),
+                                       ("modelmeter.rnn_backward", 266_240, 549_760)]
+    assert _totals(meta) == _totals(cpu)
+    assert not any("mkldnn" in e.op for e in cpu.events)  # the kernels inside are not recorded
 
 
-@needs_onednn
-def test_lstm_without_bias_and_bidirectional_agree_on_meta_and_cpu() -> None:
-    # per direction and layer: 5*2 * 128*(16 + 32) = 61,440 MACs, 2 directions: 122,880;
-    # FLOPs 2 x 122,880 + 2 * 320 * 22 (no bias adds) = 245,760 + 14,080 = 259,840
-    torch.manual_seed(0)
-    m = nn.LSTM(16, 32, bidirectional=True, bias=False)
+@pytest.mark.parametrize("train", [False, True])
+def test_gru_rnn_and_projected_lstm_identical_on_meta_and_cpu(train: bool) -> None:
+    # bidirectional GRU(16 -> 32): 2 directions x 10 rows x 96 x 48 = 92,160 MACs, FLOPs 184,320 +
+    #   2 x 320 x (16 + 6) = 198,400
+    # RNN(16 -> 32): 10 * 32 * 48 = 15,360 MACs; FLOPs 30,720 + 320 * (2 + 2) = 32,000
+    # LSTM(16 -> 32, proj_size 8): 10 * 128 * (16 + 8) = 30,720 + the projection 10 * 8 * 32 = 2,560 = 33,280
     x = torch.randn(5, 2, 16)
-    cpu, meta = mm.profile(m, x, device="cpu"), mm.profile(m, x)
-    assert len(_events(cpu, "aten.mkldnn_rnn_layer.default")) == 2
-    assert (cpu.totals.macs, cpu.totals.flops) == (meta.totals.macs, meta.totals.flops) == (122_880, 259_840)
+    cases = [(nn.GRU(16, 32, bidirectional=True), 92_160, 198_400), (nn.RNN(16, 32), 15_360, 32_000),
+             (nn.LSTM(16, 32, proj_size=8), 33_280, None)]
+    for m, macs, flops in cases:
+        meta, cpu = mm.profile(m, x, train=train), mm.profile(m, x, train=train, device="cpu")
+        assert _totals(meta) == _totals(cpu)
+        fwd = _rnn(meta)[0]
+        assert fwd[1] == macs and (flops is None or fwd[2] == flops)
+        assert meta.uncounted_ops == []
 
 
-@needs_onednn
-def test_lstm_backward_fused_counts_every_gradient() -> None:
-    # the fused backward computes the gradients of the input, the hidden state and both weights:
-    # 2 x the forward MACs per layer (122,880 and 163,840); FLOPs 2 x MACs + per unit 23 (cell
-    # backward) + 4 (bias gradient): layer 1 245,760 + 320*27 = 254,400; layer 2 327,680 + 8,640 = 336,320
+def test_packed_sequence_counts_the_packed_rows() -> None:
+    # lengths 5 and 3: 8 rows, not 10: 8 * 128 * 48 = 49,152 MACs
+    class Packed(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lstm = nn.LSTM(16, 32, batch_first=True)
+
+        def forward(self, x):
+            packed = nn.utils.rnn.pack_padded_sequence(x, torch.tensor([5, 3]), batch_first=True)
+            return self.lstm(packed)[1][0]
+
+    r = mm.profile(Packed(), torch.randn(2, 5, 16), device="cpu")
+    assert [e[1] for e in _rnn(r)] == [49_152]
+
+
+def test_dropout_between_layers_in_training() -> None:
+    # dropout 0.5 between the two layers, training only: 3 FLOPs per element of layer 1's output
+    # (10 rows x 32) = 960 more than without
     x = torch.randn(2, 5, 16)
-    cpu = mm.profile(_lstm(), x, device="cpu", train=True)
-    bwd = _events(cpu, "aten.mkldnn_rnn_layer_backward.default")
-    assert sorted((e.macs, e.flops) for e in bwd) == [(122_880, 254_400), (163_840, 336_320)]
-    assert cpu.uncounted_ops == []
-    # the cell loop on meta skips what nobody needs: the first layer's input gradient
-    # (5*2 * 128*16 = 20,480) and, in each layer, the initial hidden state's (2 * 128*32 = 8,192)
-    meta = mm.profile(_lstm(), x, train=True)
-    assert cpu.totals.macs - meta.totals.macs == 20_480 + 2 * 8_192
+    torch.manual_seed(0)
+    with_dropout = mm.profile(nn.LSTM(16, 32, num_layers=2, batch_first=True, dropout=0.5), x, train=True)
+    assert _rnn(with_dropout)[0][2] == 305_920 + 960
+
+
+def test_fused_lstm_layer_called_directly() -> None:
+    # oneDNN's layer kernel (what PyTorch runs per layer on CPU), as an event of its own: 10 rows,
+    # I=16, H=32: 61,440 MACs, 132,480 FLOPs (as the loop); its backward computes every gradient:
+    # 2 x 61,440 MACs, FLOPs 245,760 + 320 * (23 + 4) = 254,400
+    x, w_ih, w_hh, b = torch.randn(5, 2, 16), torch.randn(128, 16), torch.randn(128, 32), torch.randn(128)
+    h = torch.zeros(2, 32)
+    ev = synthetic(torch.ops.aten.mkldnn_rnn_layer.default, x, w_ih, w_hh, b, b, h, h, False, [5], 2, 32, 1,
+                   True, False, False, True)
+    assert (cost(ev).macs, cost(ev).flops) == (61_440, 132_480)
+    out = torch.randn(5, 2, 32)
+    bwd = synthetic(torch.ops.aten.mkldnn_rnn_layer_backward.default, x, w_ih, w_hh, b, b, h, h, out, h, h,
+                    out, h, h, False, 2, 32, 1, True, True, False, [5], False, torch.zeros(1))
+    assert (cost(bwd).macs, cost(bwd).flops) == (122_880, 254_400)

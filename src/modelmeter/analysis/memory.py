@@ -23,7 +23,6 @@ Conventions (see docs/memory.md):
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 from collections.abc import Callable
 from typing import Any
@@ -84,7 +83,9 @@ def capture_with_lifetimes(
 
     inner = _attention_mode(attention, device) == "as-run"
     tracker = LifetimeTracker(fused_attention=not inner)
-    below = InnerStorages(tracker) if inner else contextlib.nullcontext()
+    # the kernels inside ops recorded as one event (attention as run, recurrent layers) keep storages
+    # of their own (saved for backward); with fused attention the tracker skips attention's
+    below = InnerStorages(tracker)
     eager = getattr(model, "_orig_mod", model)  # a torch.compile'd module: the capture runs the eager one
     with autocast_forward(eager, autocast, device), below:
         trace = run_capture(model, inputs, train=train, device=device, dtype=dtype, optimizer=optimizer,

@@ -44,6 +44,10 @@ from .events import OpEvent, TensorMeta
 #: synthetic events recorded by the capture around fused attention
 _SDPA = "modelmeter.sdpa"
 _SDPA_BACKWARD = "modelmeter.sdpa_backward"
+#: every op the capture records as one event around kernels it does not record (attention, recurrent
+#: layers): their outputs are filled after the observers ran, their backward's gradients made inside
+_FUSED = frozenset({_SDPA, "modelmeter.rnn"})
+_FUSED_BACKWARD = frozenset({_SDPA_BACKWARD, "modelmeter.rnn_backward"})
 
 
 @dataclass(slots=True)
@@ -119,16 +123,16 @@ class LifetimeTracker:
                     if rec.seen_as == "inner" and rec.start == sd.index:
                         rec.op, rec.seen_as = sd.op, "output"
             self._pending_sdpa = None
-        if ev.op == _SDPA:
+        if ev.op in _FUSED:
             # its output does not exist yet when observers run: picked up at the next event
             self._pending_sdpa = ev
-            if self.fused_attention and torch.is_grad_enabled() and any(t.requires_grad for t in ev.inputs[:3]):
+            if ev.op == _SDPA and self.fused_attention and torch.is_grad_enabled() and any(t.requires_grad for t in ev.inputs[:3]):
                 held = [torch.UntypedStorage._new_with_weak_ptr(t.storage_key) for t in ev.inputs[:3]]
                 self._held_fwd = (ev, [h for h in held if h is not None])
             return
         if self._held_fwd is not None:
             self._hold_output()
-        if ev.op == _SDPA_BACKWARD:
+        if ev.op in _FUSED_BACKWARD:
             # metadata copied from the forward call: the gradients it makes are seen when used
             self._last_sdpa_backward = i
             if ev.inputs:
@@ -156,6 +160,8 @@ class LifetimeTracker:
         """
         if not self.events or self._finished:
             return
+        if self.fused_attention and self.events[-1].op in (_SDPA, _SDPA_BACKWARD):
+            return  # attention's kernels stand for a fused kernel's (held q, k, v, out), not their own
         self._sub += 1
         if self._died or self.mode == "poll":
             # died before this kernel ran (a dead storage's address may be reused right now)
@@ -176,7 +182,7 @@ class LifetimeTracker:
     def _claim(self, ev: OpEvent) -> None:
         pending = set(self._inner_pending)
         self._inner_pending.clear()
-        if ev.op == _SDPA_BACKWARD:
+        if ev.op in _FUSED_BACKWARD:
             # its first inner op ran before the capture emitted this event: date them all here
             for slot in pending:
                 rid = self._slot_record.get(slot)

@@ -14,7 +14,9 @@ inference run; see :func:`capturing`), and recorded as one fused op (``modelmete
 ``modelmeter.sdpa_backward`` for its gradient). PyTorch picks a different kernel on each device (the
 math decomposition on meta, flash on CPU, flash/efficient/cuDNN on CUDA); counting the call itself
 makes the counts identical on every device and in every mode. The aten kernels still run, and each
-has its own rule for code that calls them directly.
+has its own rule for code that calls them directly. Recurrent layers are recorded the same way
+(``modelmeter.rnn`` and ``modelmeter.rnn_backward``), from the ``torch._VF`` functions ``nn.RNNBase``
+calls.
 """
 
 from __future__ import annotations
@@ -38,6 +40,13 @@ _meta_of = TensorMeta.of
 
 MODULE_KEY = "modelmeter.module"
 SDPA_KEY = "modelmeter.sdpa"
+RNN_KEY = "modelmeter.rnn"
+#: the recurrent layers' functions nn.RNNBase calls (torch._VF.lstm etc.), recorded as one op each
+RNN_FUNCS = ("lstm", "gru", "rnn_tanh", "rnn_relu")
+_RNN_ARG_NAMES = ("input", "hx", "params", "has_biases", "num_layers", "dropout", "train", "bidirectional",
+                  "batch_first")
+_RNN_PACKED_ARG_NAMES = ("input", "batch_sizes", "hx", "params", "has_biases", "num_layers", "dropout", "train",
+                         "bidirectional")
 _SDPA_ARG_NAMES = ("query", "key", "value", "attn_mask", "dropout_p", "is_causal", "scale", "enable_gqa")
 
 
@@ -169,6 +178,10 @@ class _Recorder(TorchDispatchMode):
             if group is not None:
                 s.emit_sdpa_backward(group)
                 return out
+            group = md.get(RNN_KEY)
+            if group is not None:
+                s.emit_rnn_backward(group)
+                return out
             module = md.get(MODULE_KEY)
             if module is None:
                 module = s.accumulate_grad_path(node)
@@ -219,6 +232,8 @@ class _State:
         self.suppress = 0
         self.sdpa_groups: dict[int, OpEvent] = {}
         self.sdpa_emitted: set[int] = set()
+        self.rnn_groups: dict[int, OpEvent] = {}
+        self.rnn_emitted: set[int] = set()
         self.calls: dict[str, int] = {}
         self.failed_path: str | None = None
         self.data_dependent: list[str] = []
@@ -344,6 +359,63 @@ class _State:
         for obs in self.observers:
             obs(ev)
 
+    # -- recurrent layers ---------------------------------------------------------------------
+    def rnn(self, mode: str, func: Any, args: tuple, kwargs: dict) -> Any:
+        """``torch._VF.lstm/gru/rnn_tanh/rnn_relu`` (a whole ``nn.LSTM``/``nn.GRU``/``nn.RNN``, every layer
+        and direction) recorded as one op, ``modelmeter.rnn``, its kernels run unrecorded.
+
+        PyTorch runs these as oneDNN's fused LSTM layer on CPU, as a cell loop elsewhere (meta, CUDA
+        without cuDNN), and even the loop differs per device (CPU projects the whole input sequence
+        before it); counting the call makes MACs, FLOPs and bytes the same everywhere.
+        """
+        packed = len(args) > 3 and isinstance(args[3], (list, tuple))  # (data, batch_sizes, hx, params, ...)
+        bound = dict(zip(_RNN_PACKED_ARG_NAMES if packed else _RNN_ARG_NAMES, args))
+        bound.update(kwargs)
+        bound["mode"] = mode
+        ev = self.record("modelmeter.rnn", None, self.stack[-1], self.phase, (), bound, None)
+        self.suppress += 1
+        try:
+            out = func(*args, **kwargs)
+        finally:
+            self.suppress -= 1
+        results = [t for t in out if isinstance(t, torch.Tensor)]
+        ev.outputs = tuple(TensorMeta.of(t) for t in results)
+        keys = {t[3] for t in ev.inputs}
+        created: list[tuple[int, int]] = []
+        for m in ev.outputs:
+            if m[3] not in keys:
+                keys.add(m[3])
+                created.append((m[3], m[4]))
+        ev.created = tuple(created)
+        roots = [t.grad_fn for t in results if t.grad_fn is not None]
+        if roots:
+            gid = ev.index
+            self.rnn_groups[gid] = ev
+            stops = {id(t.grad_fn) for t in tree_leaves((bound["input"], bound["hx"], bound["params"]))
+                     if isinstance(t, torch.Tensor) and t.grad_fn is not None}
+            for root in roots:
+                _tag_graph(root, RNN_KEY, gid, stops, leaves=False)
+        return out
+
+    def emit_rnn_backward(self, gid: int) -> None:
+        if gid in self.rnn_emitted:
+            return
+        self.rnn_emitted.add(gid)
+        fwd = self.rnn_groups[gid]
+        ev = OpEvent(
+            index=len(self.events),
+            op="modelmeter.rnn_backward",
+            module=fwd.module,
+            phase="backward",
+            args=(),
+            kwargs=dict(fwd.kwargs),
+            inputs=fwd.inputs + fwd.outputs,  # what the forward read, and gradients shaped like its outputs
+            outputs=tuple(t for t in fwd.inputs if t.requires_grad),  # the gradients it makes
+        )
+        self.events.append(ev)
+        for obs in self.observers:
+            obs(ev)
+
     def accumulate_grad_path(self, node: Any) -> str:
         var = getattr(node, "variable", None)
         if var is not None:
@@ -427,12 +499,15 @@ def _meta_grouped_mm(args: tuple, kwargs: dict | None) -> torch.Tensor:
     return torch.empty_strided(shaped.shape, shaped.stride(), dtype=dtype, device="meta")
 
 
-def _tag_graph(root: Any, key: str, value: Any, stops: set[int]) -> None:
-    """Tag every autograd node reachable from ``root`` that carries no ``key`` yet."""
+def _tag_graph(root: Any, key: str, value: Any, stops: set[int], leaves: bool = True) -> None:
+    """Tag every autograd node reachable from ``root`` that carries no ``key`` yet (with
+    ``leaves=False``, not the nodes that accumulate a leaf's gradient: a fused op's parameters)."""
     todo = [root]
     while todo:
         node = todo.pop()
         if node is None or id(node) in stops:
+            continue
+        if not leaves and type(node).__name__ == "AccumulateGrad":
             continue
         md = node.metadata
         if key in md:
@@ -471,8 +546,8 @@ def capturing(model: torch.nn.Module, state: _State, *, function_mode: bool = Tr
     h1 = module_mod.register_module_forward_pre_hook(state.pre_hook)
     h2 = module_mod.register_module_forward_hook(state.post_hook, always_call=True)
     try:
-        with _sdpa_wrapped(state), (_SdpaMode(state) if function_mode else contextlib.nullcontext()), \
-                _Recorder(state):
+        with _sdpa_wrapped(state), _rnn_wrapped(state), \
+                (_SdpaMode(state) if function_mode else contextlib.nullcontext()), _Recorder(state):
             yield
     finally:
         h1.remove()
@@ -497,6 +572,36 @@ def _sdpa_wrapped(state: _State) -> Iterator[None]:
         yield
     finally:
         F.scaled_dot_product_attention = original
+
+
+@contextlib.contextmanager
+def _rnn_wrapped(state: _State) -> Iterator[None]:
+    """``torch._VF.lstm``, ``gru``, ``rnn_tanh`` and ``rnn_relu`` (what ``nn.RNNBase`` calls) replaced by
+    wrappers that record each call as one op; put back after (the module then forwards to
+    ``torch._C._VariableFunctions`` again). Calls from other threads go straight through."""
+    from torch import _VF
+
+    owner = threading.get_ident()
+    saved: dict[str, Any] = {}
+    for name in RNN_FUNCS:
+        original = getattr(_VF, name)
+        if name in _VF.__dict__:
+            saved[name] = original
+
+        def wrapper(*args: Any, _name: str = name, _original: Any = original, **kwargs: Any) -> Any:
+            if state.suppress or threading.get_ident() != owner:
+                return _original(*args, **kwargs)
+            return state.rnn(_name, _original, args, kwargs)
+
+        setattr(_VF, name, wrapper)
+    try:
+        yield
+    finally:
+        for name in RNN_FUNCS:
+            if name in saved:
+                setattr(_VF, name, saved[name])
+            else:
+                _VF.__dict__.pop(name, None)
 
 
 def walk_modules(model: torch.nn.Module) -> list[tuple[str, str | None, torch.nn.Module]]:

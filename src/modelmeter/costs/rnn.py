@@ -1,27 +1,36 @@
-"""Recurrent layers run as one fused kernel: oneDNN's LSTM layer on CPU (``mkldnn_rnn_layer``).
+"""Recurrent layers: ``nn.LSTM``, ``nn.GRU``, ``nn.RNN`` as one op each (``modelmeter.rnn``), and
+oneDNN's fused LSTM layer (``mkldnn_rnn_layer``) where it is called directly.
 
-PyTorch runs ``nn.LSTM`` on CPU as one ``mkldnn_rnn_layer`` call per layer and direction; on meta (and
-wherever that kernel is not used) the same layer arrives as its cell loop (``addmm``, ``sigmoid_``,
-``tanh``, ``mul`` per time step), which the ordinary rules count. The fused rule counts what that
-loop counts, so forward MACs and FLOPs are the same on every device.
+The capture records a whole recurrent module's call (``torch._VF.lstm`` etc.: every layer and
+direction) as one op, as it does attention: PyTorch runs it as one oneDNN kernel per layer on CPU
+and as a cell loop elsewhere, and the loop itself differs per device, so counting the call keeps
+meta, CPU and CUDA equal. Per layer and direction, with ``R`` the rows the layer runs (time steps x
+batch; for a packed sequence, the packed rows), hidden size ``H``, recurrent size ``H_r`` (``H``, or
+the projection's ``P`` for an LSTM with ``proj_size``), layer input size ``I`` and ``G`` gates (LSTM
+4, GRU 3, RNN 1):
 
-Forward, per time step ``t`` and batch row ``b`` (``T x B`` of them), hidden size ``H``, input size
-``I``, ``G`` gates (4 for an LSTM):
+* MACs: ``R G H (I + H_r)`` for the two products ``x W_ih^T`` and ``h W_hh^T`` (+ ``R P H`` for an
+  LSTM's projection);
+* FLOPs: ``2 x MACs`` + per hidden unit and row the cell (LSTM 22: gates' sum 4, three sigmoids 12,
+  two tanh 2, three products 3, cell update 1; GRU 16: two sigmoids with their sums 10, the new
+  gate's product, sum and tanh 3, ``n + z (h - n)`` 3; RNN 2: the sum and tanh or relu) + ``2G``
+  for the two biases, + 3 per element of each layer's output that dropout (training, ``dropout >
+  0``) draws, scales and multiplies, but the last layer's;
+* backward (``modelmeter.rnn_backward``): the weights' gradients (``R G H (I + H_r)``, + ``R P H``),
+  the hidden state's at every step (``R G H H_r``) and every layer's input's (``R G H I``) but the
+  first layer's when the model's input needs none: MACs, and ``2 x MACs`` FLOPs + per hidden unit
+  and row the cell's backward (LSTM 23, GRU 17, RNN tanh 4, relu 2) + ``G`` for the bias gradient;
+* bytes: the input, the initial state and every weight read once, the output and the final state
+  written (the default); its backward reads those and the outputs' gradients and writes the
+  gradients of what needs one.
 
-* MACs: the two products ``x_t W_ih^T`` and ``h_{t-1} W_hh^T``: ``G H (I + H)``;
-* FLOPs: ``2 x MACs``, plus per hidden unit (the cell, at the per-element costs of
-  :mod:`.elementwise`): the two bias adds 8 (``G = 4`` each, with biases), the gates' sum 4, three
-  sigmoids 3 x 4 = 12, two tanh 2, three products 3, the cell update's add 1: ``22 + 8``.
+These are the counts of the cell loop a meta run decomposes into, op by op: the forward's exactly; in
+backward the loop also skips the initial state's gradient at the first step, and sums the weights'
+per-step gradients with adds.
 
-Backward (``mkldnn_rnn_layer_backward``): the fused kernel computes every gradient, of the input,
-the hidden state, both weights and the bias: ``2 x`` the forward MACs, and per hidden unit the
-cell's backward: the incoming hidden gradients' add 1, ``do = dh tanh(c)`` 1, ``dh o`` 1, tanh
-backward 3 and its add 1, the four products ``di, dg, df, dc_prev`` 4, three sigmoid backwards 9
-and one tanh backward 3: 23; and the bias gradient, a sum over ``T x B`` of the ``G`` gate
-gradients: 4. The cell loop a meta run records skips the gradients nobody asked for (the first
-layer's input, the initial hidden state), so a training step of an LSTM counts up to
-``T B G H (I + H)`` fewer MACs per layer on meta than the fused kernel does on CPU; see
-``docs/counting.md``.
+``mkldnn_rnn_layer`` (one LSTM layer and direction, as PyTorch calls it on CPU) is counted the same
+way when it is reached without the module, e.g. by code calling ``torch._VF.lstm`` on another
+thread: its backward computes every gradient (``2 x`` the forward MACs).
 """
 
 from __future__ import annotations
@@ -57,3 +66,69 @@ def mkldnn_rnn_layer_backward(ev: OpEvent) -> Cost:
     macs = 2 * rows * gates * hidden * (size_in + hidden)
     per_unit = (_CELL_BACKWARD if gates == _LSTM_GATES else 0) + (gates if a["has_biases"] else 0)
     return Cost.of_macs(macs, extra_flops=rows * hidden * per_unit)
+
+
+_CELL = {"lstm": (22, 23), "gru": (16, 17), "rnn_tanh": (2, 4), "rnn_relu": (2, 2)}  # forward, backward
+_DROPOUT = 3  # per element: draw and compare, scale, multiply (as native_dropout)
+
+
+def _layers(a: dict) -> list[tuple[int, int, int, int, int, bool]]:
+    """(I, G x H, H, H_r, P, weights need grad) of every layer and direction, from the flat weights."""
+    params = [p for p in a["params"] if p is not None]
+    layers, dirs = int(a["num_layers"]), 2 if a["bidirectional"] else 1
+    per = len(params) // (layers * dirs) if layers * dirs else 0
+    has_biases = bool(a["has_biases"])
+    proj = per == (2 + 2 * has_biases + 1)
+    out = []
+    for k in range(0, per * layers * dirs, per):
+        w_ih, w_hh = params[k], params[k + 1]
+        gh = int(w_ih.shape[0])
+        p = int(params[k + per - 1].shape[0]) if proj else 0
+        hidden = int(params[k + per - 1].shape[1]) if proj else int(w_hh.shape[1])
+        out.append((int(w_ih.shape[1]), gh, hidden, int(w_hh.shape[1]), p, bool(w_ih.requires_grad)))
+    return out
+
+
+def _rows(a: dict) -> int:
+    x = a["input"]
+    return x.numel // x.shape[-1] if x.shape[-1] else 0  # steps x batch, or the packed rows
+
+
+@register_rule("modelmeter.rnn")
+def rnn(ev: OpEvent) -> Cost:
+    a = arguments(ev)
+    cell = _CELL[a["mode"]][0]
+    rows, bias = _rows(a), bool(a["has_biases"])
+    layers = _layers(a)
+    dirs = 2 if a["bidirectional"] else 1
+    macs = extra = 0
+    for i, (size_in, gh, hidden, rec, p, _grad) in enumerate(layers):
+        gates = gh // hidden
+        macs += rows * gh * (size_in + rec) + rows * p * hidden
+        extra += rows * hidden * (cell + (2 * gates if bias else 0))
+        if a.get("train") and float(a.get("dropout") or 0) > 0 and i < len(layers) - dirs:
+            extra += rows * (p or hidden) * _DROPOUT
+    return Cost.of_macs(macs, extra_flops=extra)
+
+
+@register_rule("modelmeter.rnn_backward")
+def rnn_backward(ev: OpEvent) -> Cost:
+    a = arguments(ev)
+    cell = _CELL[a["mode"]][1]
+    rows, bias = _rows(a), bool(a["has_biases"])
+    layers = _layers(a)
+    dirs = 2 if a["bidirectional"] else 1
+    input_grad = bool(a["input"].requires_grad)
+    macs = extra = 0
+    for i, (size_in, gh, hidden, rec, p, grad) in enumerate(layers):
+        gates = gh // hidden
+        if grad:  # the weights' gradients
+            macs += rows * gh * (size_in + rec) + rows * p * hidden
+            extra += rows * hidden * (gates if bias else 0)
+        macs += rows * gh * rec  # the hidden state's, through time
+        if i >= dirs or input_grad:  # the layer input's
+            macs += rows * gh * size_in
+        extra += rows * hidden * cell
+        if a.get("train") and float(a.get("dropout") or 0) > 0 and i < len(layers) - dirs:
+            extra += rows * (p or hidden)  # dropout's backward: the mask times the gradient
+    return Cost.of_macs(macs, extra_flops=extra)
