@@ -256,3 +256,18 @@ def test_sparse_gradients_train_on_cpu_and_meta():
                        optimizer="sgd", device=device)
         assert "aten._embedding_bag_backward.default" in {e.op for e in r.events}
         assert r.uncounted_ops == []
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::UserWarning")
+@pytest.mark.parametrize("dtype", [torch.qint8, torch.float16])
+def test_dynamically_quantized_linear(dtype):
+    # Linear(16 -> 8) with a bias, quantized dynamically, on a 2x16 input: 2*8*16 = 256 MACs;
+    # FLOPs 512 + bias 16, int8 also quantizes the input (4 x 32 = 128) and dequantizes the output (16): 672;
+    # fp16: 528. Bytes read: input 128 + the weight 16*8 at 1 B (int8, 128) or 2 B (fp16, 256) + bias 32
+    m = torch.ao.quantization.quantize_dynamic(nn.Sequential(nn.Linear(16, 8)), {nn.Linear}, dtype=dtype)
+    r = mm.profile(m, torch.randn(2, 16), device="cpu")
+    (ev,) = r.events
+    int8 = dtype == torch.qint8
+    assert (ev.macs, ev.flops, ev.bytes_read, ev.bytes_written) == (256, 672 if int8 else 528,
+                                                                    288 if int8 else 416, 64)
+    assert r.uncounted_ops == []

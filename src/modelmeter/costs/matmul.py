@@ -180,3 +180,33 @@ def trilinear(ev: OpEvent) -> Cost:
     space = [max(s[i] if i < len(s) else 1 for s in shapes) for i in range(rank)]
     terms = _prod(space)
     return Cost.of_macs(terms, extra_flops=terms)
+
+
+def _packed_bias(packed: object) -> bool:
+    """Whether a quantized linear layer's packed parameters hold a bias (``unpack()`` -> (w, b))."""
+    try:
+        return packed.unpack()[1] is not None  # type: ignore[attr-defined]
+    except Exception:  # noqa: BLE001 - an opaque object: no bias counted
+        return False
+
+
+@register_rule("quantized.linear_dynamic", "quantized.linear_relu_dynamic", "quantized.linear_dynamic_fp16",
+               "quantized.linear_relu_dynamic_fp16", "quantized.linear", "quantized.linear_relu")
+def quantized_linear(ev: OpEvent) -> Cost:
+    """``torch.ao`` quantized linear layers (CPU): the weight is packed in an opaque object, so its
+    size comes from the shapes: ``I x O`` at 1 byte (int8) or 2 (fp16), + 4 bytes per output feature
+    for an fp32 bias. MACs ``numel(out) x I``. FLOPs ``2 x MACs``, + 1 per output for the bias, + 1
+    for a fused relu, and for dynamic int8 (activations quantized on the fly) 4 per input element
+    (min and max 2, scale and round 2) and 1 per output (the dequantizing scale)."""
+    a = arguments(ev)
+    x, out = a["X"], ev.outputs[0]
+    size_in, size_out = x.shape[-1], out.shape[-1]
+    bias = _packed_bias(a["W_prepack"])
+    fp16 = ev.packet.endswith("fp16")
+    dynamic = "dynamic" in ev.packet and not fp16
+    extra = out.numel * (int(bias) + int("relu" in ev.packet))
+    if dynamic:
+        extra += 4 * x.numel + out.numel
+    weight = size_in * size_out * (2 if fp16 else 1) + (4 * size_out if bias else 0)
+    return Cost(macs=out.numel * size_in, flops=2 * out.numel * size_in + extra,
+                bytes_read=x.nbytes + weight, bytes_written=out.nbytes)
