@@ -9,6 +9,7 @@ from test_costs_support import cost, synthetic
 from torch import nn
 
 import modelmeter as mm
+from modelmeter.errors import ModelRunError
 
 
 def _totals(r):
@@ -107,3 +108,23 @@ def test_fused_lstm_layer_called_directly() -> None:
     bwd = synthetic(torch.ops.aten.mkldnn_rnn_layer_backward.default, x, w_ih, w_hh, b, b, h, h, out, h, h,
                     out, h, h, False, 2, 32, 1, True, True, False, [5], False, torch.zeros(1))
     assert (cost(bwd).macs, cost(bwd).flops) == (122_880, 254_400)
+
+
+def test_torch_vf_restored_after_the_capture_even_when_the_model_fails() -> None:
+    from torch import _VF
+
+    class Fails(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lstm = nn.LSTM(4, 4)
+
+        def forward(self, x):
+            self.lstm(x)
+            raise ValueError("boom")
+
+    mm.profile(nn.LSTM(4, 4), torch.randn(3, 1, 4))
+    with pytest.raises(ModelRunError, match="boom"):
+        mm.profile(Fails(), torch.randn(3, 1, 4))
+    for name in ("lstm", "gru", "rnn_tanh", "rnn_relu"):
+        assert name not in _VF.__dict__  # the module forwards to torch._C._VariableFunctions again
+        assert getattr(_VF, name) is getattr(torch._C._VariableFunctions, name)
