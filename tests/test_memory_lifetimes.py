@@ -194,3 +194,23 @@ def test_created_agrees_with_the_lifetime_tracker(build, inputs, device: str, tr
 def test_invalid_mode() -> None:
     with pytest.raises(ValueError, match="callback"):
         LifetimeTracker("sometimes")
+
+
+@pytest.mark.parametrize("device", ["meta", "cpu"])
+def test_storages_made_inside_a_recurrent_layer_are_named_after_it(device: str) -> None:
+    # the layer is one op (modelmeter.rnn); the storages its kernels keep are tracked and named after
+    # it, in backward too, although its weights' gradients are accumulated (recorded ops) meanwhile
+    class Tagger(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lstm = nn.LSTM(8, 16, num_layers=2)
+            self.head = nn.Linear(16, 4)
+
+        def forward(self, x):
+            return self.head(self.lstm(x)[0])
+
+    torch.manual_seed(0)
+    _, records = capture_with_lifetimes(Tagger(), torch.randn(5, 2, 8), device=device, train=True)
+    inner = [r for r in records if r.seen_as == "inner"]
+    assert inner and all(r.module == "lstm" for r in inner)
+    assert {r.op.rsplit("(inside ", 1)[1] for r in inner} == {"modelmeter.rnn)", "modelmeter.rnn_backward)"}

@@ -40,6 +40,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from .events import OpEvent, TensorMeta
+from .tracer import RNN_KEY, SDPA_KEY
 
 #: synthetic events recorded by the capture around fused attention
 _SDPA = "modelmeter.sdpa"
@@ -98,6 +99,7 @@ class LifetimeTracker:
         self._pending_sdpa: OpEvent | None = None  # an sdpa event whose outputs were filled after it
         self._sdpa_outputs: dict[int, int] = {}  # storage key -> index of the sdpa event that made it
         self._last_sdpa_backward: int | None = None
+        self._fused_backward: OpEvent | None = None  # the last fused op's backward event seen
         self._inner_pending: list[int] = []  # slots opened by inner() since the last event
         self._sub = 0  # inner kernel calls since the last event
         self._next_slot = 0
@@ -135,6 +137,7 @@ class LifetimeTracker:
         if ev.op in _FUSED_BACKWARD:
             # metadata copied from the forward call: the gradients it makes are seen when used
             self._last_sdpa_backward = i
+            self._fused_backward = ev
             if ev.inputs:
                 self._held.pop(id(ev.inputs[-1]), None)  # the forward's output: release what it saved
             return
@@ -167,6 +170,13 @@ class LifetimeTracker:
             # died before this kernel ran (a dead storage's address may be reused right now)
             self._collect(len(self.events) - 1, self._sub - 1)
         last = self.events[-1]
+        # named after the op whose kernel made it: in backward, the fused op whose autograd node runs
+        # (other ops, e.g. a gradient accumulated, may have been recorded since its backward began)
+        label = last
+        if self._fused_backward is not None and last.phase == "backward":
+            node = torch._C._current_autograd_node()
+            if node is not None and (RNN_KEY in node.metadata or SDPA_KEY in node.metadata):
+                label = self._fused_backward
         skip = {t.untyped_storage()._cdata for t in _tensors(args)}
         for t in _tensors(out):
             st = t.untyped_storage()
@@ -174,7 +184,7 @@ class LifetimeTracker:
                 continue
             meta = TensorMeta(shape=tuple(t.shape), dtype=t.dtype, device=t.device.type, storage_key=st._cdata,
                               storage_nbytes=st.nbytes())
-            slot = self._open(meta, len(self.events) - 1, f"{op} (inside {last.op})", last.module, last.phase,
+            slot = self._open(meta, len(self.events) - 1, f"{op} (inside {label.op})", label.module, label.phase,
                               "inner", storage=st)
             self.records[self._slot_record[slot]].start_sub = self._sub
             self._inner_pending.append(slot)
