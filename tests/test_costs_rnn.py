@@ -128,3 +128,26 @@ def test_torch_vf_restored_after_the_capture_even_when_the_model_fails() -> None
     for name in ("lstm", "gru", "rnn_tanh", "rnn_relu"):
         assert name not in _VF.__dict__  # the module forwards to torch._C._VariableFunctions again
         assert getattr(_VF, name) is getattr(torch._C._VariableFunctions, name)
+
+
+def test_cuda_fused_cells_count_what_the_cpu_decomposition_counts() -> None:
+    # nn.LSTMCell(16, 32) on a batch of 2: on CPU two addmm with biases and the cell's elementwise ops;
+    # on CUDA two mm without biases and _thnn_fused_lstm_cell, which adds the biases itself.
+    # Products: 2 * 128 * (16 + 32) = 12,288 MACs; the cell 64 units x (22 + 2 x 4 biases) = 1,920
+    cpu = mm.profile(nn.LSTMCell(16, 32), torch.randn(2, 16), device="cpu")
+    assert (cpu.totals.macs, cpu.totals.flops) == (12_288, 2 * 12_288 + 1_920)
+    gates, state = torch.randn(2, 128), torch.randn(2, 32)
+    ev = synthetic(torch.ops.aten._thnn_fused_lstm_cell.default, gates, gates, state, torch.randn(128),
+                   torch.randn(128))
+    assert cost(ev).flops == 1_920
+    bwd = synthetic(torch.ops.aten._thnn_fused_lstm_cell_backward_impl.default, state, state, state, state,
+                    gates, True)
+    assert cost(bwd).flops == 64 * (22 + 4)  # the cell's backward, + the bias gradient
+    # nn.GRUCell(16, 32): 2 * 96 * 48 = 9,216 MACs; the cell 64 x (16 + 2 x 3) = 1,408
+    cpu = mm.profile(nn.GRUCell(16, 32), torch.randn(2, 16), device="cpu")
+    assert (cpu.totals.macs, cpu.totals.flops) == (9_216, 2 * 9_216 + 1_408)
+    g3 = torch.randn(2, 96)
+    ev = synthetic(torch.ops.aten._thnn_fused_gru_cell.default, g3, g3, state, torch.randn(96), torch.randn(96))
+    assert cost(ev).flops == 1_408
+    bwd = synthetic(torch.ops.aten._thnn_fused_gru_cell_backward.default, state, torch.randn(2, 160), True)
+    assert cost(bwd).flops == 64 * (16 + 6)

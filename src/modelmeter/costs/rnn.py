@@ -132,3 +132,49 @@ def rnn_backward(ev: OpEvent) -> Cost:
         if a.get("train") and float(a.get("dropout") or 0) > 0 and i < len(layers) - dirs:
             extra += rows * (p or hidden)  # dropout's backward: the mask times the gradient
     return Cost.of_macs(macs, extra_flops=extra)
+
+
+# -- CUDA's fused cells (nn.LSTMCell / nn.GRUCell, and the cell loop, on CUDA) ---------------------
+# The gates' products run before the cell as ordinary linear ops without biases; the fused cell adds
+# the biases and does the cell's arithmetic, as the CPU and meta decomposition (linear with bias,
+# then the elementwise ops) counts it: per hidden unit and row the cell, + 2G for the biases.
+
+
+def _cell_units(gates: object, per_unit_gates: int) -> int:
+    return gates.numel // per_unit_gates  # type: ignore[attr-defined]  # rows x H
+
+
+@register_rule("aten._thnn_fused_lstm_cell")
+def fused_lstm_cell(ev: OpEvent) -> Cost:
+    # (input_gates (B, 4H), hidden_gates, cx, input_bias, hidden_bias) -> (hy, cy, workspace)
+    a = arguments(ev)
+    units = _cell_units(a["input_gates"], _LSTM_GATES)
+    bias = (a.get("input_bias") is not None) + (a.get("hidden_bias") is not None)
+    return Cost(flops=units * (_CELL_FORWARD + bias * _LSTM_GATES))
+
+
+@register_rule("aten._thnn_fused_lstm_cell_backward_impl", "aten._thnn_fused_lstm_cell_backward")
+def fused_lstm_cell_backward(ev: OpEvent) -> Cost:
+    # (grad_hy, grad_cy, cx, cy, workspace (B, 4H), has_bias): the cell's backward without the
+    # incoming gradients' add (22), + the bias gradient (a sum of the 4 gates' gradients)
+    a = arguments(ev)
+    units = _cell_units(a["workspace"], _LSTM_GATES)
+    return Cost(flops=units * (_CELL_BACKWARD - 1 + (_LSTM_GATES if a["has_bias"] else 0)))
+
+
+@register_rule("aten._thnn_fused_gru_cell")
+def fused_gru_cell(ev: OpEvent) -> Cost:
+    # (input_gates (B, 3H), hidden_gates, hx, input_bias, hidden_bias) -> (hy, workspace)
+    a = arguments(ev)
+    units = _cell_units(a["input_gates"], 3)
+    bias = (a.get("input_bias") is not None) + (a.get("hidden_bias") is not None)
+    return Cost(flops=units * (_CELL["gru"][0] + bias * 3))
+
+
+@register_rule("aten._thnn_fused_gru_cell_backward")
+def fused_gru_cell_backward(ev: OpEvent) -> Cost:
+    # (grad_hy, workspace (B, 5H), has_bias): the cell's backward without the incoming add (16), + the
+    # two bias gradients (sums of the 3 gates' gradients each)
+    a = arguments(ev)
+    units = a["workspace"].numel // 5
+    return Cost(flops=units * (_CELL["gru"][1] - 1 + (2 * 3 if a["has_bias"] else 0)))
