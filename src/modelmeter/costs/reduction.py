@@ -21,7 +21,7 @@
 
 from __future__ import annotations
 
-from ..capture.events import OpEvent
+from ..capture.events import OpEvent, TensorMeta
 from .registry import Cost, arguments, register_rule
 
 
@@ -110,10 +110,9 @@ def cdist(ev: OpEvent) -> Cost:
     # forward (x1 (..., P, M), x2 (..., R, M), p, compute_mode) -> (..., P, R); backward
     # (grad (..., P, R), x1, x2, p, cdist) -> grad of x1: the same work per pair
     a = arguments(ev)
-    x1, x2 = a["x1"], a["x2"]
-    m = x1.shape[-1]
-    pairs = (x1.numel // m) * x2.shape[-2] if m else 0  # batch x P x R
-    return Cost(flops=pairs * _pair_flops(float(a["p"]), m))
+    m = a["x1"].shape[-1]
+    dists = a.get("cdist") if isinstance(a.get("cdist"), TensorMeta) else ev.outputs[0]
+    return Cost(flops=dists.numel * _pair_flops(float(a["p"]), m))  # one distance per pair (batch x P x R)
 
 
 @register_rule("aten._euclidean_dist")
