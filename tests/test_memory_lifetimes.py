@@ -83,17 +83,21 @@ def test_views_keep_their_storage_alive() -> None:
     assert mul.end is not None and mul.end >= ops.index("aten.add.Tensor")
 
 
+class AddLoop(nn.Module):
+    """Five adds in a row, each result replacing the last: freed and allocated storages of one size,
+    so the allocator reuses addresses."""
+
+    def forward(self, x):
+        for _ in range(5):
+            x = x + 1
+        return x
+
+
 def test_storage_address_reuse_opens_a_new_record() -> None:
     # a loop that frees and allocates same-sized tensors: addresses get reused; every allocation
     # must still be its own record with its own lifetime
-    class Loop(nn.Module):
-        def forward(self, x):
-            for _ in range(5):
-                x = x + 1
-            return x
-
     tracker = LifetimeTracker()
-    run_capture(Loop(), torch.randn(32), observers=[tracker])
+    run_capture(AddLoop(), torch.randn(32), observers=[tracker])
     adds = [r for r in tracker.finish() if r.op == "aten.add.Tensor"]
     assert [r.start for r in adds] == [0, 1, 2, 3, 4]
     # each intermediate dies right after the next add read it
@@ -113,14 +117,8 @@ def test_created_lists_every_allocation_despite_address_reuse() -> None:
     # input's storage was allocated by the op), not from "a storage key not seen before": the five
     # 32-element adds allocate 128 B each (32 x 4 B), though the allocator hands later ones the
     # address of a dead earlier one
-    class Loop(nn.Module):
-        def forward(self, x):
-            for _ in range(5):
-                x = x + 1
-            return x
-
     tracker = LifetimeTracker()
-    trace = run_capture(Loop(), torch.randn(32), device="cpu", observers=[tracker])
+    trace = run_capture(AddLoop(), torch.randn(32), device="cpu", observers=[tracker])
     made = _created_by_tracker(tracker.finish())
     assert [[n for _, n in ev.created] for ev in trace.events] == [[128]] * 5
     assert {ev.index: set(ev.created) for ev in trace.events} == made  # the same keys as the tracker
@@ -181,14 +179,18 @@ def test_created_agrees_with_the_lifetime_tracker(build, inputs, device: str, tr
     # metadata standing in for the gradients, which its untraced inner kernels make; the tracker
     # dates those storages from it when later ops read them, the event itself lists nothing
     torch.manual_seed(0)
-    trace, records = capture_with_lifetimes(build(), inputs(), device=device, train=train,
+    model = build()
+    trace, records = capture_with_lifetimes(model, inputs(), device=device, train=train,
                                             optimizer="adamw" if train else None, attention="fused")
     made = _created_by_tracker(records)
     sdpa_bwd = {ev.index for ev in trace.events if ev.op == "modelmeter.sdpa_backward"}
     created = {ev.index: set(ev.created) for ev in trace.events if ev.created}
     assert created == {i: s for i, s in made.items() if i not in sdpa_bwd}
     assert not any(trace.events[i].created for i in sdpa_bwd)
-    assert sum(len(s) for s in created.values()) > 40
+    # not a vacuous comparison: every convolution and linear layer (GPT-2's Conv1D too) allocates at least
+    # its output
+    layers = sum(1 for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear)) or type(m).__name__ == "Conv1D")
+    assert layers > 0 and sum(len(s) for s in created.values()) >= layers
 
 
 def test_invalid_mode() -> None:

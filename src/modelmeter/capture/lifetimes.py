@@ -40,7 +40,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from .events import OpEvent, TensorMeta
-from .tracer import RNN_KEY, SDPA_KEY
+from .tracer import FUSED_KEY
 
 #: synthetic events recorded by the capture around fused attention
 _SDPA = "modelmeter.sdpa"
@@ -175,7 +175,7 @@ class LifetimeTracker:
         label = last
         if self._fused_backward is not None and last.phase == "backward":
             node = torch._C._current_autograd_node()
-            if node is not None and (RNN_KEY in node.metadata or SDPA_KEY in node.metadata):
+            if node is not None and FUSED_KEY in node.metadata:
                 label = self._fused_backward
         skip = {t.untyped_storage()._cdata for t in _tensors(args)}
         for t in _tensors(out):

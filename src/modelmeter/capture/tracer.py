@@ -39,8 +39,9 @@ Tensor = torch.Tensor
 _meta_of = TensorMeta.of
 
 MODULE_KEY = "modelmeter.module"
-SDPA_KEY = "modelmeter.sdpa"
-RNN_KEY = "modelmeter.rnn"
+#: autograd-node metadata key of the nodes of an op recorded as one event (attention, a recurrent
+#: layer): the forward event's index, so its backward is recorded once, as one event too
+FUSED_KEY = "modelmeter.fused"
 #: the recurrent layers' functions nn.RNNBase calls (torch._VF.lstm etc.), recorded as one op each
 RNN_FUNCS = ("lstm", "gru", "rnn_tanh", "rnn_relu")
 _RNN_ARG_NAMES = ("input", "hx", "params", "has_biases", "num_layers", "dropout", "train", "bidirectional",
@@ -174,13 +175,9 @@ class _Recorder(TorchDispatchMode):
         node = _current_node()
         if node is not None:
             md = node.metadata
-            group = md.get(SDPA_KEY)
+            group = md.get(FUSED_KEY)
             if group is not None:
-                s.emit_sdpa_backward(group)
-                return out
-            group = md.get(RNN_KEY)
-            if group is not None:
-                s.emit_rnn_backward(group)
+                s.emit_fused_backward(group)
                 return out
             module = md.get(MODULE_KEY)
             if module is None:
@@ -230,10 +227,9 @@ class _State:
         self.phase = "forward"
         self.events: list[OpEvent] = []
         self.suppress = 0
-        self.sdpa_groups: dict[int, OpEvent] = {}
-        self.sdpa_emitted: set[int] = set()
-        self.rnn_groups: dict[int, OpEvent] = {}
-        self.rnn_emitted: set[int] = set()
+        # forward event index -> (the event, the inputs its backward makes gradients for)
+        self.fused_groups: dict[int, tuple[OpEvent, tuple[TensorMeta, ...]]] = {}
+        self.fused_emitted: set[int] = set()
         self.calls: dict[str, int] = {}
         self.failed_path: str | None = None
         self.data_dependent: list[str] = []
@@ -275,7 +271,8 @@ class _State:
         else:
             outputs = _outputs(out)
         # the storages the op allocated: by the schema, not by "not seen before" (a storage freed
-        # during the run and a new one made at the same address share a key)
+        # during the run and a new one made at the same address share a key); fused_outputs applies
+        # the same rule to fused ops, written out here as this runs for every op
         created: Any = ()
         if plan.fresh and outputs:
             keys = {t[3] for t in inputs}
@@ -329,31 +326,47 @@ class _State:
                 out = func(*args, **kwargs)
         finally:
             self.suppress -= 1
-        m = TensorMeta.of(out)
-        ev.outputs = (m,)
-        # the kernel's output buffer, unless it is one of the arguments' storages
-        ev.created = () if any(t[3] == m[3] for t in ev.inputs) else ((m[3], m[4]),)
+        self.fused_outputs(ev, (out,))
         if out.grad_fn is not None:
-            gid = ev.index
-            self.sdpa_groups[gid] = ev
             stops = {id(t.grad_fn) for t in (q, k, v, bound.get("attn_mask")) if isinstance(t, torch.Tensor) and t.grad_fn is not None}
-            _tag_graph(out.grad_fn, SDPA_KEY, gid, stops)
+            self.fused_group(ev, ev.inputs[:3], [out.grad_fn], stops)  # q, k, v get gradients
         return out
 
-    def emit_sdpa_backward(self, gid: int) -> None:
-        if gid in self.sdpa_emitted:
+    def fused_outputs(self, ev: OpEvent, results: Any) -> None:
+        """Fill in the outputs of an event recorded before its kernels ran, and the storages it made (those
+        that are not one of its inputs' storages)."""
+        ev.outputs = tuple(TensorMeta.of(t) for t in results)
+        keys = {t[3] for t in ev.inputs}
+        created: list[tuple[int, int]] = []
+        for m in ev.outputs:
+            if m[3] not in keys:
+                keys.add(m[3])
+                created.append((m[3], m[4]))
+        ev.created = tuple(created)
+
+    def fused_group(self, ev: OpEvent, grad_inputs: tuple[TensorMeta, ...], roots: list[Any], stops: set[int]) -> None:
+        """Tag the autograd nodes the fused op made (from its outputs' ``grad_fn`` up to ``stops``, the
+        nodes of its inputs; not its parameters' gradient accumulation) with the event's index."""
+        self.fused_groups[ev.index] = (ev, grad_inputs)
+        for root in roots:
+            _tag_graph(root, FUSED_KEY, ev.index, stops, leaves=False)
+
+    def emit_fused_backward(self, gid: int) -> None:
+        """Record the backward of a fused op (``modelmeter.sdpa_backward``, ``modelmeter.rnn_backward``)
+        once, at the first of its kernels; the rest of its kernels run unrecorded."""
+        if gid in self.fused_emitted:
             return
-        self.sdpa_emitted.add(gid)
-        fwd = self.sdpa_groups[gid]
+        self.fused_emitted.add(gid)
+        fwd, grad_inputs = self.fused_groups[gid]
         ev = OpEvent(
             index=len(self.events),
-            op="modelmeter.sdpa_backward",
+            op=fwd.op + "_backward",
             module=fwd.module,
             phase="backward",
             args=(),
             kwargs=dict(fwd.kwargs),
-            inputs=fwd.inputs + fwd.outputs,  # q, k, v (mask), and grad_out shaped like out
-            outputs=tuple(t for t in fwd.inputs[:3] if t.requires_grad),
+            inputs=fwd.inputs + fwd.outputs,  # what the forward read, and gradients shaped like its outputs
+            outputs=tuple(t for t in grad_inputs if t.requires_grad),  # the gradients it makes
         )
         self.events.append(ev)
         for obs in self.observers:
@@ -379,42 +392,13 @@ class _State:
         finally:
             self.suppress -= 1
         results = [t for t in out if isinstance(t, torch.Tensor)]
-        ev.outputs = tuple(TensorMeta.of(t) for t in results)
-        keys = {t[3] for t in ev.inputs}
-        created: list[tuple[int, int]] = []
-        for m in ev.outputs:
-            if m[3] not in keys:
-                keys.add(m[3])
-                created.append((m[3], m[4]))
-        ev.created = tuple(created)
+        self.fused_outputs(ev, results)
         roots = [t.grad_fn for t in results if t.grad_fn is not None]
         if roots:
-            gid = ev.index
-            self.rnn_groups[gid] = ev
             stops = {id(t.grad_fn) for t in tree_leaves((bound["input"], bound["hx"], bound["params"]))
                      if isinstance(t, torch.Tensor) and t.grad_fn is not None}
-            for root in roots:
-                _tag_graph(root, RNN_KEY, gid, stops, leaves=False)
+            self.fused_group(ev, ev.inputs, roots, stops)  # input, initial state and weights
         return out
-
-    def emit_rnn_backward(self, gid: int) -> None:
-        if gid in self.rnn_emitted:
-            return
-        self.rnn_emitted.add(gid)
-        fwd = self.rnn_groups[gid]
-        ev = OpEvent(
-            index=len(self.events),
-            op="modelmeter.rnn_backward",
-            module=fwd.module,
-            phase="backward",
-            args=(),
-            kwargs=dict(fwd.kwargs),
-            inputs=fwd.inputs + fwd.outputs,  # what the forward read, and gradients shaped like its outputs
-            outputs=tuple(t for t in fwd.inputs if t.requires_grad),  # the gradients it makes
-        )
-        self.events.append(ev)
-        for obs in self.observers:
-            obs(ev)
 
     def accumulate_grad_path(self, node: Any) -> str:
         var = getattr(node, "variable", None)

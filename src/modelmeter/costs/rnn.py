@@ -94,30 +94,32 @@ def _rows(a: dict) -> int:
     return x.numel // x.shape[-1] if x.shape[-1] else 0  # steps x batch, or the packed rows
 
 
+def _call(ev: OpEvent) -> tuple[dict, int, bool, list, int, bool]:
+    """(arguments, rows, biases, layers, directions, dropout between layers) of a recorded call."""
+    a = arguments(ev)
+    dirs = 2 if a["bidirectional"] else 1
+    dropout = bool(a.get("train")) and float(a.get("dropout") or 0) > 0
+    return a, _rows(a), bool(a["has_biases"]), _layers(a), dirs, dropout
+
+
 @register_rule("modelmeter.rnn")
 def rnn(ev: OpEvent) -> Cost:
-    a = arguments(ev)
+    a, rows, bias, layers, dirs, dropout = _call(ev)
     cell = _CELL[a["mode"]][0]
-    rows, bias = _rows(a), bool(a["has_biases"])
-    layers = _layers(a)
-    dirs = 2 if a["bidirectional"] else 1
     macs = extra = 0
     for i, (size_in, gh, hidden, rec, p, _grad) in enumerate(layers):
         gates = gh // hidden
         macs += rows * gh * (size_in + rec) + rows * p * hidden
         extra += rows * hidden * (cell + (2 * gates if bias else 0))
-        if a.get("train") and float(a.get("dropout") or 0) > 0 and i < len(layers) - dirs:
+        if dropout and i < len(layers) - dirs:
             extra += rows * (p or hidden) * _DROPOUT
     return Cost.of_macs(macs, extra_flops=extra)
 
 
 @register_rule("modelmeter.rnn_backward")
 def rnn_backward(ev: OpEvent) -> Cost:
-    a = arguments(ev)
+    a, rows, bias, layers, dirs, dropout = _call(ev)
     cell = _CELL[a["mode"]][1]
-    rows, bias = _rows(a), bool(a["has_biases"])
-    layers = _layers(a)
-    dirs = 2 if a["bidirectional"] else 1
     input_grad = bool(a["input"].requires_grad)
     macs = extra = 0
     for i, (size_in, gh, hidden, rec, p, grad) in enumerate(layers):
@@ -129,7 +131,7 @@ def rnn_backward(ev: OpEvent) -> Cost:
         if i >= dirs or input_grad:  # the layer input's
             macs += rows * gh * size_in
         extra += rows * hidden * cell
-        if a.get("train") and float(a.get("dropout") or 0) > 0 and i < len(layers) - dirs:
+        if dropout and i < len(layers) - dirs:
             extra += rows * (p or hidden)  # dropout's backward: the mask times the gradient
     return Cost.of_macs(macs, extra_flops=extra)
 
