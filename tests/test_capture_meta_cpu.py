@@ -121,6 +121,7 @@ class _AssignAndBranch(nn.Module):
     def forward(self, x):  # x: 4x4 fp32
         m = torch.zeros(4, 4, device=x.device)
         m[1:3, :2] = 5  # CPU: lift_fresh + fill_; meta (and CUDA): scalar_tensor + view + expand + copy_
+        m[2:2] = 7  # an empty slice (Swin3d's shifted-window mask has some): nothing read, nothing written
         if (x > -100).all():  # a data-dependent read: on meta answered True, as CPU finds it
             m = m * 2
         return x + m
@@ -131,6 +132,7 @@ def test_assignment_and_data_dependent_branch_count_the_same_on_meta_and_cpu() -
     # `.all()`'s value; the counts must not notice. Bytes by hand (fp32 4 B, bool 1 B):
     #   zeros            read 0,   write 4*4*4 = 64
     #   m[1:3, :2] = 5   read 4 (the scalar, once), write 2*2*4 = 16 (the 0-dim scalar made: 0)
+    #   m[2:2] = 7       read 0, write 0 (no element to fill)
     #   x > -100         read 64,  write 16 (bool)
     #   .all()           read 16,  write 1
     #   bool(...)        read 1 (the value read back), write 0

@@ -92,11 +92,12 @@ def metadata(ev: OpEvent) -> Cost:
 ))
 def creation(ev: OpEvent) -> Cost:
     """Creation and filling: the output written, nothing read (a ``_like`` input gives only the shape;
-    ``fill_`` with a tensor value reads that value)."""
+    ``fill_`` with a tensor value reads that value, unless there is nothing to fill: an empty slice
+    assigned on CPU, as ``copy_`` reads nothing for it on meta)."""
     a = arguments(ev)
     value = a.get("value")
     out = ev.outputs[0].nbytes if ev.outputs else 0
-    return Cost(0, 0, value.nbytes if isinstance(value, TensorMeta) else 0, out)
+    return Cost(0, 0, value.nbytes if isinstance(value, TensorMeta) and out else 0, out)
 
 
 @register_rule(*_aten("scalar_tensor"))
