@@ -118,11 +118,15 @@ def test_inputs_that_require_grad_on_meta():
 
 
 class _AssignAndBranch(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.zeros(4, 4))  # a weight: its values are not known on meta
+
     def forward(self, x):  # x: 4x4 fp32
         m = torch.zeros(4, 4, device=x.device)
         m[1:3, :2] = 5  # CPU: lift_fresh + fill_; meta (and CUDA): scalar_tensor + view + expand + copy_
         m[2:2] = 7  # an empty slice (Swin3d's shifted-window mask has some): nothing read, nothing written
-        if (x > -100).all():  # a data-dependent read: on meta answered True, as CPU finds it
+        if (self.w > -100).all():  # a read of a weight's values: on meta answered True, as CPU finds it
             m = m * 2
         return x + m
 
@@ -133,7 +137,7 @@ def test_assignment_and_data_dependent_branch_count_the_same_on_meta_and_cpu() -
     #   zeros            read 0,   write 4*4*4 = 64
     #   m[1:3, :2] = 5   read 4 (the scalar, once), write 2*2*4 = 16 (the 0-dim scalar made: 0)
     #   m[2:2] = 7       read 0, write 0 (no element to fill)
-    #   x > -100         read 64,  write 16 (bool)
+    #   w > -100         read 64,  write 16 (bool)
     #   .all()           read 16,  write 1
     #   bool(...)        read 1 (the value read back), write 0
     #   m * 2            read 64,  write 64
@@ -156,21 +160,60 @@ def test_swin_counts_identical() -> None:
     assert _counts(mm.profile(m, x, device="meta")) == _counts(mm.profile(m, x, device="cpu"))
 
 
-def test_boolean_mask_on_meta_selects_every_element_and_is_noted() -> None:
+def test_boolean_mask_of_unknown_values_selects_every_element_on_meta_and_is_noted() -> None:
     class Masked(nn.Module):
-        def forward(self, x):  # x: 4x4 fp32
-            return x[x > 0].sum()
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = nn.Parameter(torch.tensor([[1.0, -1.0, 2.0, -2.0]] * 4))  # 8 positive
 
-    # meta: the mask selects all 16 elements: index reads x (64 B) and the mask (16 B), writes 16 x 4 = 64 B
+        def forward(self, x):  # x: 4x4 fp32
+            return x[self.w > 0].sum()
+
+    # meta (a weight's values are not known): the mask selects all 16 elements: index reads x (64 B)
+    # and the mask (16 B), writes 16 x 4 = 64 B
     r = mm.profile(Masked(), torch.randn(4, 4))
     index = next(e for e in r.events if e.op == "aten.index.Tensor")
     assert (index.bytes_read, index.bytes_written) == (80, 64)
     assert any("x[mask]" in n and "(root)" in n for n in r.notes)
-    # CPU: the real count, and no note
-    x = torch.tensor([[1.0, -1.0, 2.0, -2.0]] * 4)  # 8 positive: writes 8 x 4 = 32 B
-    c = mm.profile(Masked(), x, device="cpu")
+    # CPU: the real count, 8 selected: writes 8 x 4 = 32 B, and no note
+    c = mm.profile(Masked(), torch.randn(4, 4), device="cpu")
     assert next(e for e in c.events if e.op == "aten.index.Tensor").bytes_written == 32
     assert c.notes == []
+
+
+class _ReadsInputValues(nn.Module):
+    """Reads the values of its input and of tensors made from it: on meta they are known."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(10, 4)
+
+    def forward(self, ids):  # ids: 2x6 int64, 0 = padding
+        mask = torch.ones_like(ids).masked_fill(ids == 0, 0)  # a mask built from the input, as HF does
+        if bool((mask == 1).all()):  # all real tokens: skip the masking (never taken below)
+            return self.emb(ids).sum()
+        n = int(mask.sum(dim=1).max())  # the longest row: 5
+        h = self.emb(ids[:, :n])  # 2x5x4
+        keep = mask[:, :n].bool()
+        if 0 in ids[:, [0, -1]]:  # a list index (made out of the dispatcher's sight) read back
+            h = h * 2
+        return h[keep].sum()  # 9 rows of 4 selected
+
+
+def test_values_of_inputs_are_known_on_meta() -> None:
+    # meta follows the path the values take on CPU: the padding branch, a slice of length 5, a
+    # boolean selection of 9 of 10 rows, and no data-dependent read noted
+    ids = torch.tensor([[3, 4, 5, 6, 7, 0], [1, 2, 3, 4, 0, 0]])
+    a = mm.profile(_ReadsInputValues(), ids)
+    b = mm.profile(_ReadsInputValues(), ids, device="cpu")
+    assert _per_op(a) == _per_op(b)
+    assert a.notes == []
+    # x[mask] selected 9 rows x 4 fp32 = 144 B, as on CPU (all 10 rows would be 160 B)
+    index = [e for e in a.events if e.op == "aten.index.Tensor"][-1]
+    assert index.bytes_written == 9 * 4 * 4
+    # the same model with no padding takes the other branch, on meta as on CPU
+    full = torch.tensor([[3, 4, 5, 6, 7, 8]])
+    assert _per_op(mm.profile(_ReadsInputValues(), full)) == _per_op(mm.profile(_ReadsInputValues(), full, device="cpu"))
 
 
 def test_boolean_mask_in_backward_runs_on_meta() -> None:
@@ -277,3 +320,38 @@ def test_half_precision_training_identical(dtype) -> None:
     ids = torch.randint(0, 1000, (1, 16))
     assert _counts(mm.profile(lm, ids, train=True, dtype=dtype)) == _counts(
         mm.profile(lm, ids, train=True, dtype=dtype, device="cpu"))
+
+
+def test_output_sizes_that_depend_on_known_values_are_real_on_meta() -> None:
+    class Unique(nn.Module):
+        def forward(self, ids):
+            return torch.unique(ids).float().sum() + torch.nonzero(ids > 4).float().sum()
+
+    # ids hold 8 distinct values (0-7): unique writes 8 x 8 B = 64 B (PyTorch has no meta kernel for
+    # it: without the values a meta run could not run it); 3 ids are > 4: nonzero writes 3 x 2 dims x 8 B = 48 B
+    ids = torch.tensor([[3, 4, 5, 6, 7, 0], [1, 2, 3, 4, 0, 0]])
+    a = mm.profile(Unique(), ids)
+    b = mm.profile(Unique(), ids, device="cpu")
+    written = {e.op: e.bytes_written for e in a.events}
+    assert written["aten._unique2.default"] == 64 and written["aten.nonzero.default"] == 48
+    assert _per_op(a) == _per_op(b) and a.notes == []
+
+
+def test_a_value_written_by_an_unknown_op_is_no_longer_known() -> None:
+    class Overwrite(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = nn.Parameter(torch.full((4,), -1.0))
+
+        def forward(self, x):  # x: [1, 1, 1, -1]
+            m = x.clone()
+            m.view(2, 2)[0].copy_(self.w.view(2, 2)[0])  # a weight written through a view into m: [-1, -1, 1, -1]
+            return x[m > 0].sum()  # CPU: 1 selected; meta cannot know: every element, and a note
+
+    x = torch.tensor([1.0, 1.0, 1.0, -1.0])
+    a = mm.profile(Overwrite(), x)
+    c = mm.profile(Overwrite(), x, device="cpu")
+    # meta: all 4 selected (4 x 4 B), not the 3 of the stale copy of x
+    assert [e.bytes_written for e in a.events if e.op == "aten.index.Tensor"] == [4 * 4]
+    assert any("x[mask]" in n for n in a.notes)
+    assert [e.bytes_written for e in c.events if e.op == "aten.index.Tensor"] == [1 * 4]

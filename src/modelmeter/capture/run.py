@@ -18,6 +18,7 @@ from torch import nn
 from ..errors import InputError, ModelmeterError, ModelRunError
 from .events import TensorMeta, Trace
 from .tracer import _State, capturing, walk_modules
+from .values import KnownValues
 
 OPTIMIZERS = ("sgd", "sgd-momentum", "adam", "adamw")
 
@@ -183,18 +184,28 @@ def run_capture(
         for n in params:
             param_paths[id(used_params[n])] = n.rsplit(".", 1)[0] if "." in n else ""
 
+    # on meta, the values of small inputs and buffers are kept beside them (token ids, masks, position
+    # ids: what a model reads values of; see capture/values.py)
+    values = KnownValues() if dev.type == "meta" else None
+    if values is not None and state is not None:
+        for n, b in buffers.items():
+            values.add(state[n], b)
+
     def move(t: torch.Tensor) -> torch.Tensor:
         # a fresh leaf: the user's input (and any graph behind it) is never written to by backward
         target_dtype = dtype if (dtype is not None and t.dtype.is_floating_point) else t.dtype
         new = t.detach().to(device=dev, dtype=target_dtype)
         if t.requires_grad and train and (new.dtype.is_floating_point or new.dtype.is_complex):
             new.requires_grad_(True)
+        if values is not None:
+            values.add(new, t)
         return new
 
     args = _map_tensors(args, move)
     kwargs = _map_tensors(kwargs, move)
 
     st = _State(names, param_paths)
+    st.values = values
     if observers:
         st.observers.extend(observers)
     trace = Trace(
@@ -280,7 +291,8 @@ def run_capture(
     trace.walk = mods
     trace.calls = st.calls
     if dev.type == "meta":
-        st.data_dependent.extend(ev.module for ev in trace.events if _selects_by_mask(ev))
+        known = st.known_events
+        st.data_dependent.extend(ev.module for ev in trace.events if ev.index not in known and _selects_by_mask(ev))
     trace.settings["data_dependent_reads"] = list(st.data_dependent)
     trace.settings["optimizer"] = optimizer
     return trace

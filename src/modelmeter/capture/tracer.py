@@ -34,6 +34,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
 from .events import OpEvent, TensorMeta
+from .values import KnownValues
 
 Tensor = torch.Tensor
 _meta_of = TensorMeta.of
@@ -159,11 +160,9 @@ class _Recorder(TorchDispatchMode):
         plan = _PLANS.get(id(func))
         if plan is None:
             plan = _plan(func)
-        if func is _LOCAL_SCALAR and args[0].is_meta:
-            # no value to read: answered, and recorded as the read a real run makes
-            out = s.meta_scalar(func, args[0])
-        elif func is _GROUPED_MM and args[0].is_meta and args[0].dtype not in _HALF:
-            out = _meta_grouped_mm(args, kwargs)
+        known = False
+        if s.values is not None:  # a meta run: values kept where they are known (capture/values.py)
+            out, known = s.values.dispatch(func, args, kwargs, s.meta_op)
         elif plan.direct and func._pyobj_dispatcher is None:
             # what OpOverload.__call__ does when no Python dispatcher is installed, one frame less
             op = func._op
@@ -186,7 +185,9 @@ class _Recorder(TorchDispatchMode):
         else:
             module = s.stack[-1]
             phase = s.phase
-        s.record_op(plan, module, phase, args, kwargs, out)
+        ev = s.record_op(plan, module, phase, args, kwargs, out)
+        if known:
+            s.known_events.add(ev.index)
         return out
 
 
@@ -194,6 +195,7 @@ _LOCAL_SCALAR = torch.ops.aten._local_scalar_dense.default
 _LIFT_FRESH = torch.ops.aten.lift_fresh.default
 _SDPA = torch._C._nn.scaled_dot_product_attention  # what F.scaled_dot_product_attention is
 _current_node = torch._C._current_autograd_node
+_INDEXING = frozenset({"__getitem__", "__setitem__"})
 
 
 class _SdpaMode(TorchFunctionMode):
@@ -206,6 +208,8 @@ class _SdpaMode(TorchFunctionMode):
         s = self.s
         if func is _SDPA and not s.suppress:
             return s.sdpa(func, args, kwargs)
+        if s.values is not None and len(args) > 1 and getattr(func, "__name__", None) in _INDEXING:
+            args = (args[0], s.list_indices(args[1]), *args[2:])
         out = func(*args, **kwargs)
         if s.tag_nodes and isinstance(out, torch.Tensor):
             fn = out.grad_fn
@@ -233,6 +237,9 @@ class _State:
         self.calls: dict[str, int] = {}
         self.failed_path: str | None = None
         self.data_dependent: list[str] = []
+        # a meta run's known values (None on real tensors), and the events they answered exactly
+        self.values: KnownValues | None = None
+        self.known_events: set[int] = set()
         self.observers: list[Callable[[OpEvent], None]] = []
         self.tag_nodes = False  # set while autograd records (training forward)
 
@@ -297,6 +304,28 @@ class _State:
         plan = _OpPlan(func, name, func is not None and _is_view_op(func), None, frozenset(), False,
                        func is None or _plan(func).fresh)
         return self.record_op(plan, module, phase, args, kwargs, out)
+
+    def list_indices(self, index: Any) -> Any:
+        """``x[:, [3, 0]]`` on meta: each flat list of ints or bools made a CPU tensor here, whose value
+        is known, not by PyTorch's indexing code, which makes a meta tensor out of sight of the
+        dispatcher (e.g. transformers' padding check, ``pad_token_id in input_ids[:, [-1, 0]]``). A
+        list index and a tensor index select the same elements."""
+        def convert(i: Any) -> Any:
+            if type(i) is list and i and all(type(v) in (int, bool) for v in i) and len({type(v) for v in i}) == 1:
+                return torch.tensor(i)  # recorded as on CPU, where PyTorch's indexing lifts the list (lift_fresh)
+            return i
+        if type(index) is tuple:
+            return tuple(convert(i) for i in index)
+        return convert(index)
+
+    def meta_op(self, func: Any, args: tuple, kwargs: dict) -> Any:
+        """An op of a meta run whose arguments' values are not all known."""
+        if func is _LOCAL_SCALAR and args[0].is_meta:
+            # no value to read: answered, and recorded as the read a real run makes
+            return self.meta_scalar(func, args[0])
+        if func is _GROUPED_MM and args[0].is_meta and args[0].dtype not in _HALF:
+            return _meta_grouped_mm(args, kwargs)
+        return func(*args, **kwargs)
 
     def meta_scalar(self, func: Any, t: torch.Tensor) -> Any:
         """A data-dependent read (``.item()``, ``bool(t)``) of a meta tensor has no value to give.
