@@ -8,6 +8,7 @@ import torchvision
 from torch import nn
 
 import modelmeter as mm
+from modelmeter.errors import ModelRunError
 
 
 class Deformable(nn.Module):
@@ -59,3 +60,39 @@ def test_roi_align_forward_and_backward(device: str) -> None:
     assert [(e.op, e.flops) for e in r.events if "roi" in e.op] == [
         ("torchvision.roi_align.default", 1_312), ("torchvision._roi_align_backward.default", 1_312)]
     assert r.uncounted_ops == []
+
+
+class _Suppress(nn.Module):
+    """NMS of 4 fixed boxes whose scores come from the input."""
+
+    def forward(self, scores):
+        boxes = torch.tensor([[0.0, 0.0, 4.0, 4.0], [0.5, 0.5, 4.0, 4.0], [10.0, 10.0, 12.0, 12.0],
+                              [0.0, 0.0, 4.2, 4.0]], device=scores.device)
+        return torchvision.ops.nms(boxes, scores, 0.5)
+
+
+@pytest.mark.parametrize("device", ["meta", "cpu"])
+def test_nms(device: str) -> None:
+    # 4 boxes: areas 4 x 3 = 12 FLOPs; pairs 4 x 3 / 2 = 6, x 13 = 78; total 90.
+    # Bytes: boxes 4 x 4 x 4 B = 64 + scores 4 x 4 B = 16 read; the kept indices written, 8 B each:
+    # boxes 0, 1 and 3 overlap (IoU 0.77, 0.95, 0.73 > 0.5), box 2 is apart: 2 kept, 16 B. On meta the
+    # boxes and the scores (the input) have known values, so the kept count is the real one.
+    r = mm.profile(_Suppress(), torch.tensor([0.9, 0.8, 0.7, 0.6]), device=device)
+    [ev] = [e for e in r.events if e.op == "torchvision.nms.default"]
+    assert (ev.macs, ev.flops, ev.bytes_read, ev.bytes_written) == (0, 90, 80, 16)
+    assert r.uncounted_ops == [] and r.notes == []
+
+
+def test_nms_of_unknown_boxes_on_meta_names_the_fix() -> None:
+    class Detect(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.head = nn.Linear(4, 5)
+
+        def forward(self, x):  # boxes and scores made by a layer: no values on meta
+            out = self.head(x)
+            return torchvision.ops.nms(out[:, :4], out[:, 4], 0.5)
+
+    with pytest.raises(ModelRunError, match=r"^the forward pass failed in the model \(Detect\): "
+                       r"torchvision::nms returns a number of elements that depends on tensor values.*--device cpu"):
+        mm.profile(Detect(), torch.randn(6, 4))

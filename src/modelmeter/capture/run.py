@@ -9,6 +9,7 @@ training step would write into them), and every module's ``training`` flag is re
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -77,6 +78,18 @@ def _tables(mods: list[tuple[str, str | None, nn.Module]]) -> tuple[
                 seen.add(id(v))
                 table[f"{prefix}.{k}" if prefix else k] = v
     return names, params, buffers, modes
+
+
+def _meta_failure(exc: BaseException) -> str | None:
+    """PyTorch's long explanation of an op a meta run cannot run, said in one clause."""
+    text = str(exc)
+    op = re.match(r"\s*(\w+::\w+)", text)
+    name = op.group(1) if op else "an op"
+    if "data-dependent shape" in text:
+        return f"{name} returns a number of elements that depends on tensor values, which this meta run does not have"
+    if "no fake impl or Meta kernel" in text:
+        return f"{name} has no meta kernel in PyTorch"
+    return None
 
 
 _MASK_OPS = frozenset({"aten.nonzero.default", "aten.argwhere.default", "aten.index.Tensor",
@@ -278,12 +291,11 @@ def run_capture(
                 where = st.failed_path if st.failed_path is not None else st.stack[-1]
                 types = {path: type(m).__name__ for path, _, m in mods}
                 label = f"module '{where}' ({types.get(where, type(model).__name__)})" if where else f"the model ({type(model).__name__})"
-                hint = ""
+                what, hint = f"{type(exc).__name__}: {_one_line(exc)}", ""
                 if dev.type == "meta" and ("meta" in str(exc).lower() or isinstance(exc, NotImplementedError)):
+                    what = _meta_failure(exc) or what
                     hint = "; this model needs real tensor values here: run with --device cpu (device='cpu')"
-                raise ModelRunError(
-                    f"the {st.phase} pass failed in {label}: {type(exc).__name__}: {_one_line(exc)}{hint}", where
-                ) from exc
+                raise ModelRunError(f"the {st.phase} pass failed in {label}: {what}{hint}", where) from exc
     finally:
         for m, flag in saved_modes.items():
             if m.training != flag:  # Module.__setattr__ is slow: touch only what changed

@@ -196,6 +196,7 @@ _LIFT_FRESH = torch.ops.aten.lift_fresh.default
 _SDPA = torch._C._nn.scaled_dot_product_attention  # what F.scaled_dot_product_attention is
 _current_node = torch._C._current_autograd_node
 _INDEXING = frozenset({"__getitem__", "__setitem__"})
+_FROM_DATA = frozenset({torch.tensor, torch.as_tensor, torch.asarray})
 
 
 class _SdpaMode(TorchFunctionMode):
@@ -208,8 +209,16 @@ class _SdpaMode(TorchFunctionMode):
         s = self.s
         if func is _SDPA and not s.suppress:
             return s.sdpa(func, args, kwargs)
-        if s.values is not None and len(args) > 1 and getattr(func, "__name__", None) in _INDEXING:
-            args = (args[0], s.list_indices(args[1]), *args[2:])
+        if s.values is not None:  # a meta run
+            if len(args) > 1 and getattr(func, "__name__", None) in _INDEXING:
+                args = (args[0], s.list_indices(args[1]), *args[2:])
+            elif func in _FROM_DATA:
+                # torch.tensor(data, device="meta") makes its tensor out of the dispatcher's sight: the
+                # values are the data's
+                out = func(*args, **kwargs)
+                if isinstance(out, torch.Tensor) and out.is_meta:
+                    s.values.add_from_data(out, func, args, kwargs)
+                return out
         out = func(*args, **kwargs)
         if s.tag_nodes and isinstance(out, torch.Tensor):
             fn = out.grad_fn

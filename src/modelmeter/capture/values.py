@@ -100,6 +100,19 @@ class KnownValues:
             return
         self._values[meta] = value.detach().to(_CPU, dtype=meta.dtype, copy=True)
 
+    def add_from_data(self, meta: torch.Tensor, func: Any, args: tuple, kwargs: dict) -> None:
+        """Know the value of ``torch.tensor(data, device="meta")`` (or ``as_tensor``/``asarray``): the
+        same call made on CPU, when the data holds no tensor."""
+        if meta.numel() > MAX_ELEMENTS or any(isinstance(x, torch.Tensor) for x in tree_flatten((args, kwargs))[0]):
+            return
+        with _disable_current_modes():
+            try:
+                value = func(*args, **{**kwargs, "device": _CPU})
+            except Exception:  # noqa: BLE001 - then the value is simply not known
+                return
+        if isinstance(value, torch.Tensor) and value.shape == meta.shape and value.dtype == meta.dtype:
+            self._values[meta] = value
+
     def get(self, t: torch.Tensor) -> torch.Tensor | None:
         """``t``'s value on CPU, or None when it is not known."""
         if not t.is_meta:

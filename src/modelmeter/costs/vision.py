@@ -21,6 +21,14 @@ backward scatters the same samples into the input gradient: per sample and chann
 products, 4 adds), per sample 8, per output 1. With adaptive sampling (``sampling_ratio <= 0``, the
 bin's size in input pixels, which depends on each box and so is not known to a rule), one sample
 per bin is counted: a lower bound.
+
+Non-maximum suppression (``torchvision.ops.nms``), ``N`` boxes: 3 FLOPs per box for its area
+(2 differences, 1 product), and 13 per pair of boxes for their overlap (4 for the intersection's
+corners, 2 differences and 2 clamps at zero, 1 product for its area, 1 sum and 1 difference for the
+union, 1 division, 1 comparison with the threshold), every pair counted once: ``N(N-1)/2``. The CPU
+kernel skips the pairs whose second box is already suppressed, so on CPU this is the most it does
+(no box suppressed); the CUDA kernel computes every pair's overlap. Sorting the scores moves data
+only. Bytes: the boxes and scores read, the kept indices written.
 """
 
 from __future__ import annotations
@@ -81,3 +89,13 @@ def roi_align_backward(ev: OpEvent) -> Cost:
     s = _roi_samples(a)
     bins = grad.numel // grad.shape[1] if grad.ndim == 4 and grad.shape[1] else 0
     return Cost(flops=grad.numel * s * 8 + bins * s * POSITION + grad.numel)
+
+
+NMS_PER_BOX = 3  # (x2 - x1) * (y2 - y1)
+NMS_PER_PAIR = 13  # 4 min/max, 2 differences, 2 clamps, 1 product, union (2), 1 division, 1 comparison
+
+
+@register_rule("torchvision.nms")
+def nms(ev: OpEvent) -> Cost:
+    n = arguments(ev)["dets"].shape[0]
+    return Cost(flops=n * NMS_PER_BOX + n * (n - 1) // 2 * NMS_PER_PAIR)
