@@ -89,12 +89,28 @@ def cases() -> dict[str, tuple[Callable[[], nn.Module], Callable[[], Any]]]:
     out["inception_v3"] = (lambda: tv.inception_v3(weights=None, aux_logits=False, init_weights=False), _img(299))
     out["vit_small"] = (lambda: tv.VisionTransformer(image_size=32, patch_size=8, num_layers=2, num_heads=4,
                                                       hidden_dim=64, mlp_dim=128), _img())
+    out["swin3d_t"] = (lambda: tv.video.swin3d_t(weights=None), lambda: torch.randn(1, 3, 4, 64, 64))
+    out["raft_small"] = (lambda: tv.optical_flow.raft_small(weights=None),
+                         lambda: (torch.randn(1, 3, 128, 128), torch.randn(1, 3, 128, 128)))
     out["r3d_18"] = (lambda: tv.video.r3d_18(weights=None), lambda: torch.randn(1, 3, 8, 56, 56))
     out["deeplabv3_mobilenet"] = (lambda: tv.segmentation.deeplabv3_mobilenet_v3_large(
         weights=None, weights_backbone=None), lambda: torch.randn(2, 3, 64, 64))
     out["gpt2"] = (lambda: T.GPT2LMHeadModel(T.GPT2Config(n_layer=2, n_embd=64, n_head=4, vocab_size=500,
                                                           bos_token_id=0, eos_token_id=0)), _ids())
     out["bert"] = (lambda: T.BertModel(T.BertConfig(**small)), _ids())
+    out["bert-padded"] = (lambda: T.BertModel(T.BertConfig(**small)), lambda: {
+        "input_ids": torch.randint(3, 500, (2, 16)),
+        "attention_mask": torch.tensor([[1] * 16, [1] * 11 + [0] * 5])})
+    out["longformer"] = (lambda: T.LongformerModel(T.LongformerConfig(**small, attention_window=4)), _ids())
+    out["modernbert"] = (lambda: T.ModernBertModel(T.ModernBertConfig(
+        **small, global_attn_every_n_layers=2, local_attention=8, pad_token_id=0, bos_token_id=1, eos_token_id=2,
+        cls_token_id=1, sep_token_id=2)), _ids())
+    out["mistral-swa"] = (lambda: T.MistralForCausalLM(T.MistralConfig(**small, num_key_value_heads=2,
+                                                                        sliding_window=8)), _ids())
+    out["bloom"] = (lambda: T.BloomForCausalLM(T.BloomConfig(n_layer=2, hidden_size=64, n_head=4, vocab_size=500)),
+                    _ids())
+    out["xlnet"] = (lambda: T.XLNetModel(T.XLNetConfig(n_layer=2, d_model=64, n_head=4, d_inner=128,
+                                                       vocab_size=500)), _ids())
     out["llama-gqa"] = (lambda: T.LlamaForCausalLM(T.LlamaConfig(**small, num_key_value_heads=2)), _ids())
     out["mixtral-fp32"] = (lambda: T.MixtralForCausalLM(T.MixtralConfig(
         **small, num_key_value_heads=2, num_local_experts=4, num_experts_per_tok=2)), _ids())

@@ -110,6 +110,18 @@ def test_failing_forward_names_the_module() -> None:
     assert "\n" not in str(ei.value)
 
 
+def test_a_bare_assert_in_forward_is_named_once() -> None:
+    class Checks(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            if x.shape[0] != 3:
+                raise AssertionError  # a bare `assert` (pytest would rewrite one here, adding a message)
+            return x
+
+    with pytest.raises(ModelRunError) as ei:
+        mm.profile(Checks(), torch.randn(2, 8), device="cpu")
+    assert str(ei.value) == "the forward pass failed in the model (Checks): AssertionError"
+
+
 def test_wrong_input_shape_is_a_model_error() -> None:
     with pytest.raises(ModelRunError, match="fc1"):
         mm.profile(MLP(), torch.randn(2, 9))

@@ -291,7 +291,7 @@ def run_capture(
                 where = st.failed_path if st.failed_path is not None else st.stack[-1]
                 types = {path: type(m).__name__ for path, _, m in mods}
                 label = f"module '{where}' ({types.get(where, type(model).__name__)})" if where else f"the model ({type(model).__name__})"
-                what, hint = f"{type(exc).__name__}: {_one_line(exc)}", ""
+                what, hint = type(exc).__name__ + (f": {_one_line(exc)}" if str(exc).strip() else ""), ""
                 if dev.type == "meta" and ("meta" in str(exc).lower() or isinstance(exc, NotImplementedError)):
                     what = _meta_failure(exc) or what
                     hint = "; this model needs real tensor values here: run with --device cpu (device='cpu')"
