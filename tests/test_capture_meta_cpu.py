@@ -355,3 +355,15 @@ def test_a_value_written_by_an_unknown_op_is_no_longer_known() -> None:
     assert [e.bytes_written for e in a.events if e.op == "aten.index.Tensor"] == [4 * 4]
     assert any("x[mask]" in n for n in a.notes)
     assert [e.bytes_written for e in c.events if e.op == "aten.index.Tensor"] == [1 * 4]
+
+
+def test_values_of_large_tensors_are_not_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    # above the size limit an input's values are not kept: the reads are answered and noted as before
+    from modelmeter.capture import values
+
+    ids = torch.tensor([[3, 4, 5, 6, 7, 0], [1, 2, 3, 4, 0, 0]])  # 12 elements
+    monkeypatch.setattr(values, "MAX_ELEMENTS", 11)
+    r = mm.profile(_ReadsInputValues(), ids)
+    assert any("data-dependent" in n for n in r.notes)
+    monkeypatch.setattr(values, "MAX_ELEMENTS", 12)
+    assert mm.profile(_ReadsInputValues(), ids).notes == []

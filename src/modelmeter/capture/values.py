@@ -34,8 +34,8 @@ from torch.utils._python_dispatch import _disable_current_modes
 from torch.utils._pytree import tree_flatten, tree_unflatten
 from torch.utils.weak import WeakIdKeyDictionary
 
-#: the largest tensor whose values are kept (64 Ki elements: a 256 KiB fp32 tensor)
-MAX_ELEMENTS = 1 << 16
+#: the largest tensor whose values are kept (1 Mi elements: 4 MiB at fp32, a 64 x 16,384 attention mask)
+MAX_ELEMENTS = 1 << 20
 
 _META = torch.device("meta")
 _CPU = torch.device("cpu")
