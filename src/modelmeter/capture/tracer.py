@@ -17,6 +17,10 @@ makes the counts identical on every device and in every mode. The aten kernels s
 has its own rule for code that calls them directly. Recurrent layers are recorded the same way
 (``modelmeter.rnn`` and ``modelmeter.rnn_backward``), from the ``torch._VF`` functions ``nn.RNNBase``
 calls.
+
+On meta, the values of small tensors that do not depend on the weights (inputs, buffers, what is
+computed from them) are kept beside them, so that a model reading them takes the path a real run takes
+(:mod:`.values`).
 """
 
 from __future__ import annotations
@@ -337,7 +341,8 @@ class _State:
         return func(*args, **kwargs)
 
     def meta_scalar(self, func: Any, t: torch.Tensor) -> Any:
-        """A data-dependent read (``.item()``, ``bool(t)``) of a meta tensor has no value to give.
+        """A data-dependent read (``.item()``, ``bool(t)``) of a meta tensor whose value is not known
+        (one that depends on the weights or on random numbers; see capture/values.py) has no value to give.
 
         The answer that keeps a model on its dense, unpadded path is returned: True for bools (e.g.
         "all tokens are real"), 0 for numbers. Each such read is listed in the report.
