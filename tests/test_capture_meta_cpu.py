@@ -367,3 +367,20 @@ def test_values_of_large_tensors_are_not_kept(monkeypatch: pytest.MonkeyPatch) -
     assert any("data-dependent" in n for n in r.notes)
     monkeypatch.setattr(values, "MAX_ELEMENTS", 12)
     assert mm.profile(_ReadsInputValues(), ids).notes == []
+
+
+def test_known_values_never_write_to_the_users_tensors() -> None:
+    class Counts(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.register_buffer("seen", torch.zeros(2, dtype=torch.long))
+
+        def forward(self, ids):  # ids: known on meta; so is the buffer, written in place here
+            self.seen.add_(ids[0])
+            return ids[self.seen > 0].sum()  # seen = [3, 0]: 1 element selected
+
+    m, ids = Counts(), torch.tensor([[3, 0], [5, 7]])
+    r = mm.profile(m, ids)
+    assert [e.bytes_written for e in r.events if e.op == "aten.index.Tensor"] == [1 * 2 * 8]  # one row of 2 int64
+    assert r.notes == []
+    assert m.seen.tolist() == [0, 0] and ids.tolist() == [[3, 0], [5, 7]]

@@ -27,12 +27,12 @@ the meta run and a model's activations never qualify. Parameters are never used.
 
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 import torch
 from torch.utils._python_dispatch import _disable_current_modes
 from torch.utils._pytree import tree_flatten, tree_unflatten
-from torch.utils.weak import WeakIdKeyDictionary
 
 #: the largest tensor whose values are kept (1 Mi elements: 4 MiB at fp32, a 64 x 16,384 attention mask)
 MAX_ELEMENTS = 1 << 20
@@ -89,16 +89,24 @@ class KnownValues:
     """The CPU values of a meta run's small tensors whose values are known (see the module's doc)."""
 
     def __init__(self) -> None:
-        self._values: WeakIdKeyDictionary = WeakIdKeyDictionary()
+        # id(meta tensor) -> (a weak reference to it, its value); an entry leaves when its tensor dies
+        # (and whether the value is still the caller's own tensor, to be copied when first used)
+        self._values: dict[int, tuple[weakref.ref, torch.Tensor, bool]] = {}
         # storages written with unknown values, by data pointer; the tensors are held so that the
         # pointer is not reused while the run lasts
         self._stale: dict[int, torch.Tensor] = {}
 
     def add(self, meta: torch.Tensor, value: torch.Tensor) -> None:
-        """Know ``meta``'s value (a real tensor; copied to CPU, never written to)."""
+        """Know ``meta``'s value: a real tensor of the caller's (an input, a buffer), never written to.
+
+        It is copied to CPU when first used (most buffers never are: batch norm's statistics meet
+        activations), so that an in-place op on the copy leaves the caller's tensor as it was."""
         if value.is_meta or value.numel() > MAX_ELEMENTS or value.shape != meta.shape:
             return
-        self._values[meta] = value.detach().to(_CPU, dtype=meta.dtype, copy=True)
+        if value.is_cpu and value.dtype == meta.dtype:
+            self._keep(meta, value.detach(), borrowed=True)
+        else:
+            self._keep(meta, value.detach().to(_CPU, dtype=meta.dtype, copy=True))
 
     def add_from_data(self, meta: torch.Tensor, func: Any, args: tuple, kwargs: dict) -> None:
         """Know the value of ``torch.tensor(data, device="meta")`` (or ``as_tensor``/``asarray``): the
@@ -111,16 +119,42 @@ class KnownValues:
             except Exception:  # noqa: BLE001 - then the value is simply not known
                 return
         if isinstance(value, torch.Tensor) and value.shape == meta.shape and value.dtype == meta.dtype:
-            self._values[meta] = value
+            self._keep(meta, value)
+
+    def _keep(self, meta: torch.Tensor, value: torch.Tensor, borrowed: bool = False) -> None:
+        key, values = id(meta), self._values
+
+        def forget(ref: weakref.ref) -> None:
+            entry = values.get(key)
+            if entry is not None and entry[0] is ref:
+                del values[key]
+
+        values[key] = (weakref.ref(meta, forget), value, borrowed)
 
     def get(self, t: torch.Tensor) -> torch.Tensor | None:
         """``t``'s value on CPU, or None when it is not known."""
         if not t.is_meta:
             return t if t.numel() <= MAX_ELEMENTS else None
-        v = self._values.get(t)
-        if v is not None and self._stale and v.untyped_storage().data_ptr() in self._stale:
+        entry = self._values.get(id(t))
+        if entry is None or entry[0]() is not t:
+            return None
+        v = entry[1]
+        if entry[2]:  # the caller's tensor: copied before anything can write to it
+            with _disable_current_modes():  # called while an op is dispatched: no mode is to see the copy
+                v = v.clone()
+            self._values[id(t)] = (entry[0], v, False)
+        if self._stale and v.untyped_storage().data_ptr() in self._stale:
             return None
         return v
+
+    def _may_know(self, args: tuple) -> bool:
+        """False when a top-level tensor argument is a meta tensor without a value (the common case: an
+        activation or a weight), before any conversion."""
+        values = self._values
+        for a in args:
+            if isinstance(a, torch.Tensor) and a.is_meta and id(a) not in values:
+                return False
+        return True
 
     # -- one op ---------------------------------------------------------------------------------
     def _to_cpu(self, x: Any) -> Any:
@@ -148,7 +182,7 @@ class KnownValues:
         kwargs = kwargs or {}
         info = _info(func)
         cpu_args: Any = None
-        if info.evaluable:
+        if info.evaluable and self._may_know(args):
             try:
                 cpu_args = self._to_cpu(args), self._to_cpu(kwargs)
             except _Unknown:
@@ -189,7 +223,7 @@ class KnownValues:
         for m, v in zip(tree_flatten(out)[0], tree_flatten(value)[0]):
             if isinstance(m, torch.Tensor) and isinstance(v, torch.Tensor) and m.is_meta and not v.is_meta \
                     and m.shape == v.shape and m.dtype == v.dtype:
-                self._values[m] = v
+                self._keep(m, v)
         return out, True
 
     def _known_mask(self, func: Any, args: tuple, kwargs: dict) -> Any:
@@ -223,7 +257,7 @@ class KnownValues:
             return
         for t in _written(info, args, kwargs or {}):
             if isinstance(t, torch.Tensor) and t.is_meta:
-                v = self._values.get(t)
+                v = self.get(t)
                 if v is not None:
                     self._stale[v.untyped_storage().data_ptr()] = v
 
