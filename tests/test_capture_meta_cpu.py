@@ -384,3 +384,27 @@ def test_known_values_never_write_to_the_users_tensors() -> None:
     assert [e.bytes_written for e in r.events if e.op == "aten.index.Tensor"] == [1 * 2 * 8]  # one row of 2 int64
     assert r.notes == []
     assert m.seen.tolist() == [0, 0] and ids.tolist() == [[3, 0], [5, 7]]
+
+
+class _Lengths(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.ones(2))
+
+    def forward(self, ids):  # ids: 2x4 int64, 0 = padding
+        lens = (ids != 0).sum(-1)
+        rows = [ids[i, :n].float().sum() for i, n in enumerate(lens.tolist())]  # a loop over real lengths
+        scale = (self.w > 0).tolist()  # a weight's values: not known on meta
+        return torch.stack(rows).sum() * float(scale[0])
+
+
+def test_tolist_on_meta() -> None:
+    # tolist() runs no aten op: on meta a known tensor's values are returned (lengths 3 and 2, so the
+    # rows summed are 3 and 2 elements long, as on CPU); an unknown one's are answered and noted
+    ids = torch.tensor([[3, 4, 5, 0], [1, 2, 0, 0]])
+    a = mm.profile(_Lengths(), ids)
+    b = mm.profile(_Lengths(), ids, device="cpu")
+    assert _per_op(a) == _per_op(b)
+    sums = [e.bytes_read for e in a.events if e.op == "aten.sum.default"]
+    assert sums[:2] == [3 * 4, 2 * 4]  # fp32
+    assert len(a.notes) == 1 and "(root)" in a.notes[0] and b.notes == []

@@ -214,8 +214,11 @@ class _SdpaMode(TorchFunctionMode):
         if func is _SDPA and not s.suppress:
             return s.sdpa(func, args, kwargs)
         if s.values is not None:  # a meta run
-            if len(args) > 1 and getattr(func, "__name__", None) in _INDEXING:
+            name = getattr(func, "__name__", None)
+            if len(args) > 1 and name in _INDEXING:
                 args = (args[0], s.list_indices(args[1]), *args[2:])
+            elif name == "tolist" and args and isinstance(args[0], torch.Tensor) and args[0].is_meta:
+                return s.meta_tolist(args[0])
             elif func in _FROM_DATA:
                 # torch.tensor(data, device="meta") makes its tensor out of the dispatcher's sight: the
                 # values are the data's
@@ -330,6 +333,20 @@ class _State:
         if type(index) is tuple:
             return tuple(convert(i) for i in index)
         return convert(index)
+
+    def meta_tolist(self, t: torch.Tensor) -> Any:
+        """``t.tolist()`` on meta (no aten op: a real run reads the memory directly): the known values,
+        else the answer a data-dependent read gets, True or 0 for every element, listed in the report."""
+        value = self.values.get(t) if self.values is not None else None
+        if value is not None:
+            return value.tolist()
+        self.data_dependent.append(self.stack[-1])
+        fill = True if t.dtype == torch.bool else (0.0 if t.dtype.is_floating_point or t.dtype.is_complex else 0)
+
+        def nested(shape: tuple[int, ...]) -> Any:
+            return [nested(shape[1:]) for _ in range(shape[0])] if shape else fill
+
+        return nested(tuple(t.shape))
 
     def meta_op(self, func: Any, args: tuple, kwargs: dict) -> Any:
         """An op of a meta run whose arguments' values are not all known."""
