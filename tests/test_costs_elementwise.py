@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from test_costs_support import cost, events_of, only, synthetic
+from test_costs_support import cost, cost_of_call, events_of, only, synthetic
 from torch import nn
 
 import modelmeter as mm
@@ -161,3 +161,32 @@ def test_elementwise_model_meta_equals_cpu():
         b = mm.profile(m, x, device="cpu", train=train)
         assert (a.totals.macs, a.totals.flops, a.totals.bytes_read, a.totals.bytes_written) == (
             b.totals.macs, b.totals.flops, b.totals.bytes_read, b.totals.bytes_written)
+
+
+def test_complex_arithmetic_counts_real_operations():
+    # 4 complex64 values each: add 2, product 6 (complex x real 2), quotient 11 (complex / real 2),
+    # abs 4 (two squares, a sum, a sqrt), exp 5; any other op twice its real cost (sigmoid 2 x 4 = 8);
+    # a sum 2 per element; polar 4 (cos, sin, two products)
+    a = torch.randn(4, dtype=torch.complex64)
+    b = torch.randn(4, dtype=torch.complex64)
+    r = torch.randn(4)
+    assert cost_of_call("aten.add", torch.add, a, b).flops == 4 * 2
+    assert cost_of_call("aten.sub", torch.sub, a, b, alpha=2).flops == 4 * (2 + 2)  # alpha scales both parts
+    assert cost_of_call("aten.mul", torch.mul, a, b).flops == 4 * 6
+    assert cost_of_call("aten.mul", torch.mul, a, r).flops == 4 * 2
+    assert cost_of_call("aten.mul", torch.mul, a, 2.0).flops == 4 * 2
+    assert cost_of_call("aten.div", torch.div, a, b).flops == 4 * 11
+    assert cost_of_call("aten.div", torch.div, a, r).flops == 4 * 2
+    assert cost_of_call("aten.div", torch.div, r, a).flops == 4 * 7
+    assert cost_of_call("aten.abs", torch.abs, a).flops == 4 * 4
+    assert cost_of_call("aten.exp", torch.exp, a).flops == 4 * 5
+    assert cost_of_call("aten.sigmoid", torch.sigmoid, a).flops == 4 * 8
+    assert cost_of_call("aten.sum", torch.sum, a).flops == 4 * 2
+    assert cost_of_call("aten.polar", torch.polar, r.abs(), r).flops == 4 * 4
+    # real tensors are unchanged: 1 per element
+    assert cost_of_call("aten.mul", torch.mul, r, r).flops == 4
+
+
+def test_is_all_true_is_a_reduction():
+    # torch._is_all_true (what `torch._assert` and some masks use): one FLOP per element, as all()
+    assert cost_of_call("aten._is_all_true", torch._is_all_true, torch.ones(6, dtype=torch.bool)).flops == 6

@@ -271,3 +271,30 @@ def test_dynamically_quantized_linear(dtype):
     assert (ev.macs, ev.flops, ev.bytes_read, ev.bytes_written) == (256, 672 if int8 else 528,
                                                                     288 if int8 else 416, 64)
     assert r.uncounted_ops == []
+
+
+def test_complex_products_count_real_macs():
+    # (2x3) @ (3x4) complex64: 24 complex MACs = 4 x 24 = 96 real MACs, 192 FLOPs; with a complex bias
+    # (addmm): + 8 outputs x 2 real adds = 16
+    a = torch.randn(2, 3, dtype=torch.complex64)
+    b = torch.randn(3, 4, dtype=torch.complex64)
+    c = cost_of_call("aten.mm", torch.mm, a, b)
+    assert (c.macs, c.flops) == (96, 192)
+    c = cost_of_call("aten.addmm", torch.addmm, torch.randn(2, 4, dtype=torch.complex64), a, b)
+    assert (c.macs, c.flops) == (96, 192 + 16)
+
+
+@pytest.mark.parametrize("device", ["meta", "cpu"])
+def test_solve_triangular(device: str):
+    class Solve(nn.Module):
+        def forward(self, a, b):
+            x = torch.linalg.solve_triangular(a, b, upper=True)  # A X = B, 2 right-hand sides
+            y = torch.linalg.solve_triangular(a, b.mT, upper=True, left=False, unitriangular=True)  # Y A = B^T
+            return x.sum() + y.sum()
+
+    # n = 3: each right-hand side 3 x 2 / 2 = 3 MACs and 3 divisions; 2 of them: 6 MACs, 12 + 6 = 18 FLOPs;
+    # unitriangular: no division, 12 FLOPs
+    a = torch.triu(torch.rand(3, 3)) + torch.eye(3)
+    r = mm.profile(Solve(), (a, torch.rand(3, 2)), device=device)
+    got = [(e.macs, e.flops) for e in r.events if e.op == "aten.linalg_solve_triangular.default"]
+    assert got == [(6, 18), (6, 12)] and r.uncounted_ops == []

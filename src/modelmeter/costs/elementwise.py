@@ -13,13 +13,21 @@ Argument-dependent costs:
   ``approximate="tanh"`` (``0.5 x (1 + tanh(k (x + 0.044715 x^3)))``: x^3 2, scale 1, add 1, k 1,
   tanh 1, add 1, mul 1, mul 1); ``gelu_backward`` 11 and 18.
 
+Complex tensors count the real operations of the textbook complex form (:data:`COMPLEX_FLOPS`): an
+add or subtract 2, a product 6 (4 products, 2 sums; 2 when one operand is real), a quotient 11 (6
+products, 3 sums, 2 divisions; 7 for a real numerator, 2 for a real divisor), ``abs`` 4 (two squares,
+a sum, a square root), ``exp`` 5 (exp, cos, sin, two products); any other op on complex values counts
+twice its real cost (one operation on each part). ``polar`` (``abs x (cos + i sin)``) counts 4.
+
 The table :data:`ELEMENTWISE_FLOPS` is the documented convention (see docs/counting.md); replace a
 rule with ``register_rule(op, override=True)``.
 """
 
 from __future__ import annotations
 
-from ..capture.events import OpEvent
+from typing import Any
+
+from ..capture.events import OpEvent, TensorMeta
 from .registry import Cost, arguments, op_exists, register_rule
 
 #: FLOPs per output element, keyed by the op's base name (in-place variants share the entry).
@@ -54,6 +62,7 @@ ELEMENTWISE_FLOPS: dict[str, int] = {
     "softshrink": 3,  # |x| > l ? x - sign(x) l : 0: abs, compare, sub
     "logit": 3,  # log(p / (1 - p)): sub, div, log
     "hypot": 4,  # sqrt(a^2 + b^2)
+    "polar": 4,  # abs * cos(angle) + i abs * sin(angle): cos, sin, two products
     "sinc": 3,  # sin(pi x) / (pi x): mul, sin, div
     "sigmoid": 4,  # 1 / (1 + exp(-x)): neg, exp, add, div
     "hardsigmoid": 4,  # min(max(x + 3, 0), 6) / 6: add, max, min, div
@@ -102,12 +111,42 @@ def _per_element(name: str, base: int, a: dict) -> int:
 
 _NEEDS_ARGS = {"add", "sub", "rsub", "addcmul", "addcdiv", "gelu", "gelu_backward"}
 
+#: FLOPs per element of an op on complex values (see the module docstring); others count 2 x the real cost
+COMPLEX_FLOPS: dict[str, int] = {"add": 2, "sub": 2, "rsub": 2, "neg": 2, "abs": 4, "exp": 5}
+
+
+def _complex_operand(x: Any) -> bool | None:
+    """Whether an operand is complex (None: not an operand: None, a string, ...)."""
+    if isinstance(x, TensorMeta):
+        return x.dtype.is_complex
+    if isinstance(x, (int, float, bool)):
+        return False
+    if isinstance(x, complex):
+        return True
+    return None
+
+
+def _complex_per_element(name: str, per: int, ev: OpEvent, a: dict) -> int:
+    if name in ("mul", "div", "true_divide"):
+        first, second = _complex_operand(a.get("self")), _complex_operand(a.get("other"))
+        if name == "mul":
+            return 6 if first and second else 2
+        if second:
+            return 11 if first else 7
+        return 2
+    if name in COMPLEX_FLOPS:
+        alpha = a.get("alpha", 1) if name in ("add", "sub", "rsub") else 1
+        return COMPLEX_FLOPS[name] + (0 if alpha is None or alpha == 1 else 2)
+    return 2 * (_per_element(name, per, a) if name in _NEEDS_ARGS else per)
+
 
 def _make(name: str, per: int):
     needs_args = name in _NEEDS_ARGS
 
     def rule(ev: OpEvent) -> Cost:
         n = ev.outputs[0].numel if ev.outputs else ev.inputs[0].numel
+        if ev.inputs and any(t.dtype.is_complex for t in ev.inputs) and name != "polar":
+            return Cost(flops=_complex_per_element(name, per, ev, arguments(ev)) * n)
         p = _per_element(name, per, arguments(ev)) if needs_args else per
         return Cost(flops=p * n)
 

@@ -15,6 +15,13 @@ gradient of a mixture of experts): ``M x N x K_total`` = ``numel(out) / G x K_to
 
 ``_trilinear(i1, i2, i3, ...)`` (``nn.Bilinear``) multiplies three broadcast factors and sums over
 ``sumdim``: one MAC per term of the broadcast product space plus one FLOP for the third factor.
+
+A triangular solve (``torch.linalg.solve_triangular``, as chunked linear-attention layers such as the
+gated delta rule use it) with an ``n x n`` matrix substitutes one right-hand side at a time: row ``i``
+is a dot product with the ``i`` values already solved, then a division by the diagonal, so each
+right-hand side costs ``n (n - 1) / 2`` MACs and ``n`` divisions (none with ``unitriangular=True``).
+
+Complex operands: every MAC of a complex product is 4 real ones (see ``costs/registry.py``).
 """
 
 from __future__ import annotations
@@ -210,3 +217,13 @@ def quantized_linear(ev: OpEvent) -> Cost:
     weight = size_in * size_out * (2 if fp16 else 1) + (4 * size_out if bias else 0)
     return Cost(macs=out.numel * size_in, flops=2 * out.numel * size_in + extra,
                 bytes_read=x.nbytes + weight, bytes_written=out.nbytes)
+
+
+@register_rule("aten.linalg_solve_triangular")
+def solve_triangular(ev: OpEvent) -> Cost:
+    a = arguments(ev)
+    n = int(a["self"].shape[-1])
+    out = ev.outputs[0]
+    columns = out.numel // n if n else 0  # right-hand sides, over the batch
+    divisions = 0 if a.get("unitriangular") else columns * n
+    return Cost.of_macs(columns * (n * (n - 1) // 2), extra_flops=divisions)

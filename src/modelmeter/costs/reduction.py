@@ -1,7 +1,8 @@
 """Reductions and losses: one FLOP per input element per accumulation step.
 
-* sum/prod/amax/amin/max/min/argmax/argmin/any/all/cumsum/cumprod/histc/bincount: numel(input);
-  mean adds one divide per output element; logsumexp 3 per element (subtract the max, exp, add);
+* sum/prod/amax/amin/max/min/argmax/argmin/any/all/_is_all_true/_is_any_true/cumsum/cumprod/histc/
+  bincount: numel(input); mean adds one divide per output element; on complex values a sum (and a mean)
+  counts 2 per element (both parts), a product 6; logsumexp 3 per element (subtract the max, exp, add);
 * var/std (and var_mean/std_mean): 4 per element (sum for the mean, subtract, square, accumulate);
 * vector norms: 2 per element (|x|^p, accumulate);
 * pairwise distances (``torch.cdist``), per pair of rows of ``M`` coordinates: ``p = 2``: 3M + 1
@@ -28,11 +29,13 @@ from .registry import Cost, arguments, register_rule
 @register_rule("aten.sum", "aten.prod", "aten.amax", "aten.amin", "aten.max", "aten.min", "aten.argmax",
                "aten.argmin", "aten.any", "aten.all", "aten.cumsum", "aten.cumprod", "aten.logsumexp",
                "aten.nansum", "aten.aminmax", "aten.count_nonzero", "aten.histc", "aten.bincount",
-               "aten.cummax", "aten.cummin", "aten.logcumsumexp")
+               "aten.cummax", "aten.cummin", "aten.logcumsumexp", "aten._is_all_true", "aten._is_any_true")
 def reduce(ev: OpEvent) -> Cost:
     x = ev.inputs[0]
     if ev.packet in ("aten.max", "aten.min") and len(ev.inputs) == 2 and ev.outputs:
         return Cost(flops=ev.outputs[0].numel)  # max.other / min.other: elementwise, per output element
+    if x.dtype.is_complex:  # a complex sum is 2 real adds, a complex product 6 (4 products, 2 sums)
+        return Cost(flops=x.numel * (6 if ev.packet in ("aten.prod", "aten.cumprod") else 2))
     extra = 2 * x.numel if ev.packet in ("aten.logsumexp", "aten.logcumsumexp") else 0  # subtract the max, exp
     return Cost(flops=x.numel + extra)
 
@@ -40,7 +43,8 @@ def reduce(ev: OpEvent) -> Cost:
 @register_rule("aten.mean", "aten.nanmean")
 def mean(ev: OpEvent) -> Cost:
     out = ev.outputs[0].numel if ev.outputs else 1
-    return Cost(flops=ev.inputs[0].numel + out)
+    parts = 2 if ev.inputs[0].dtype.is_complex else 1  # complex: each part summed and divided
+    return Cost(flops=parts * (ev.inputs[0].numel + out))
 
 
 @register_rule("aten.var", "aten.std", "aten.var_mean", "aten.std_mean")

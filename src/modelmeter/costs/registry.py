@@ -276,6 +276,10 @@ def cost_values(ev: OpEvent) -> tuple[int, int, int, int, bool]:
         dr, dw = default_bytes(ev)
         r = dr if r is None else r
         w = dw if w is None else w
+    if c.macs and ev.inputs and ev.inputs[0].dtype.is_complex:
+        # a complex multiply-accumulate is 4 real ones (and their sums); other work, as the bias's
+        # complex adds, 2 real operations per complex one
+        return 4 * c.macs, 8 * c.macs + 2 * (c.flops - 2 * c.macs), r, w, True
     return c.macs, c.flops, r, w, True
 
 
