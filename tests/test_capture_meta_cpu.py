@@ -408,3 +408,25 @@ def test_tolist_on_meta() -> None:
     sums = [e.bytes_read for e in a.events if e.op == "aten.sum.default"]
     assert sums[:2] == [3 * 4, 2 * 4]  # fp32
     assert len(a.notes) == 1 and "(root)" in a.notes[0] and b.notes == []
+
+
+class _PickByName(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.branches = nn.ModuleDict({"b0": nn.Linear(4, 4), "b1": nn.Linear(4, 8), "b2": nn.Linear(4, 16)})
+        self.gate = nn.Parameter(torch.zeros(()))
+
+    def forward(self, ids, x):  # ids: int64, known on meta; x: 2x4
+        known = self.branches[f"b{ids.max()}"](x)  # f-string of a 0-dim tensor: its value (.item())
+        unknown = self.branches[f"b{(self.gate > 1).long()}"](x)  # a weight's: answered 0 on meta, noted
+        return known.sum() + unknown.sum()
+
+
+def test_formatting_a_0_dim_tensor_on_meta() -> None:
+    # ids.max() = 2: branch b2, 2 x 4 x 16 = 128 MACs; the gate (0 > 1 is False) picks b0 on CPU, and
+    # meta answers 0 too: 2 x 4 x 4 = 32 MACs; total 160 on both
+    ids, x = torch.tensor([0, 2, 1]), torch.randn(2, 4)
+    a = mm.profile(_PickByName(), (ids, x))
+    b = mm.profile(_PickByName(), (ids, x), device="cpu")
+    assert a.totals.macs == b.totals.macs == 160
+    assert len(a.notes) == 1 and b.notes == []

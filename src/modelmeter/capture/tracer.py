@@ -219,6 +219,10 @@ class _SdpaMode(TorchFunctionMode):
                 args = (args[0], s.list_indices(args[1]), *args[2:])
             elif name == "tolist" and args and isinstance(args[0], torch.Tensor) and args[0].is_meta:
                 return s.meta_tolist(args[0])
+            elif name == "__format__" and args and isinstance(args[0], torch.Tensor) and args[0].is_meta \
+                    and args[0].dim() == 0:
+                # f"expert_{idx}": a real 0-dim tensor formats as its value (PyTorch reads it with .item())
+                return format(s.meta_tolist(args[0]), args[1] if len(args) > 1 else "")
             elif func in _FROM_DATA:
                 # torch.tensor(data, device="meta") makes its tensor out of the dispatcher's sight: the
                 # values are the data's
