@@ -430,3 +430,21 @@ def test_formatting_a_0_dim_tensor_on_meta() -> None:
     b = mm.profile(_PickByName(), (ids, x), device="cpu")
     assert a.totals.macs == b.totals.macs == 160
     assert len(a.notes) == 1 and b.notes == []
+
+
+def test_equal_and_allclose_on_meta() -> None:
+    class Compare(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = nn.Parameter(torch.zeros(3))
+
+        def forward(self, x):  # x: 3 fp32
+            same = torch.equal(x, x.clone())  # known on meta: True, as on CPU
+            near = torch.allclose(self.w, torch.zeros(3, device=x.device))  # a weight: answered True, noted
+            return x.sum() * (2 if same else 1) * (3 if near else 1)
+
+    # FLOPs: sum 3 + allclose 7 x 3 = 21 + two products 2 = 26 (equal and clone count no FLOPs)
+    a = mm.profile(Compare(), torch.randn(3))
+    b = mm.profile(Compare(), torch.randn(3), device="cpu")
+    assert a.totals.flops == b.totals.flops == 26
+    assert len(a.notes) == 1 and "1 data-dependent read" in a.notes[0] and b.notes == []

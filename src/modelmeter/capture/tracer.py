@@ -197,6 +197,7 @@ class _Recorder(TorchDispatchMode):
 
 _LOCAL_SCALAR = torch.ops.aten._local_scalar_dense.default
 _LIFT_FRESH = torch.ops.aten.lift_fresh.default
+_BOOL_OF_VALUES = frozenset({torch.ops.aten.equal.default, torch.ops.aten.allclose.default})
 _SDPA = torch._C._nn.scaled_dot_product_attention  # what F.scaled_dot_product_attention is
 _current_node = torch._C._current_autograd_node
 _INDEXING = frozenset({"__getitem__", "__setitem__"})
@@ -357,6 +358,10 @@ class _State:
         if func is _LOCAL_SCALAR and args[0].is_meta:
             # no value to read: answered, and recorded as the read a real run makes
             return self.meta_scalar(func, args[0])
+        if func in _BOOL_OF_VALUES and any(isinstance(a, torch.Tensor) and a.is_meta for a in args):
+            # torch.equal / torch.allclose return a Python bool their meta kernels cannot compute: "equal"
+            self.data_dependent.append(self.stack[-1])
+            return True
         if func is _GROUPED_MM and args[0].is_meta and args[0].dtype not in _HALF:
             return _meta_grouped_mm(args, kwargs)
         return func(*args, **kwargs)

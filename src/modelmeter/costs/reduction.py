@@ -3,6 +3,7 @@
 * sum/prod/amax/amin/max/min/argmax/argmin/any/all/_is_all_true/_is_any_true/cumsum/cumprod/histc/
   bincount: numel(input); mean adds one divide per output element; on complex values a sum (and a mean)
   counts 2 per element (both parts), a product 6; logsumexp 3 per element (subtract the max, exp, add);
+* ``allclose``: 7 per element (``|a - b| <= atol + rtol |b|``: 6, and the reduction);
 * var/std (and var_mean/std_mean): 4 per element (sum for the mean, subtract, square, accumulate);
 * vector norms: 2 per element (|x|^p, accumulate);
 * pairwise distances (``torch.cdist``), per pair of rows of ``M`` coordinates: ``p = 2``: 3M + 1
@@ -38,6 +39,13 @@ def reduce(ev: OpEvent) -> Cost:
         return Cost(flops=x.numel * (6 if ev.packet in ("aten.prod", "aten.cumprod") else 2))
     extra = 2 * x.numel if ev.packet in ("aten.logsumexp", "aten.logcumsumexp") else 0  # subtract the max, exp
     return Cost(flops=x.numel + extra)
+
+
+@register_rule("aten.allclose")
+def allclose(ev: OpEvent) -> Cost:
+    """``all(|a - b| <= atol + rtol |b|)``: 6 per element (difference, two absolute values, scale, sum,
+    comparison) and 1 to reduce, over the broadcast shape."""
+    return Cost(flops=7 * max(t.numel for t in ev.inputs))
 
 
 @register_rule("aten.mean", "aten.nanmean")
