@@ -38,7 +38,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
 from .events import OpEvent, TensorMeta
-from .values import KnownValues
+from .values import NO_VALUE_OPS, KnownValues
 
 Tensor = torch.Tensor
 _meta_of = TensorMeta.of
@@ -110,6 +110,11 @@ class _OpPlan(NamedTuple):
     fresh: bool = True
     # ``lift_fresh``: returns the tensor ``torch.tensor(...)`` has just built outside the dispatcher
     lifts: bool = False
+    # for a meta run's known values (capture/values.py): the arguments the op writes (in-place ``self``,
+    # ``out=``), by position and name; and whether it may be run on known values (deterministic, and
+    # its output not left uninitialized)
+    written: tuple[tuple[int, str], ...] = ()
+    evaluable: bool = False
 
 
 _PLANS: dict[int, _OpPlan] = {}
@@ -138,8 +143,15 @@ def _plan(func: Any) -> _OpPlan:
                     pos.append(i)
         positions, keywords = tuple(pos), frozenset(kw)
     direct = hasattr(func, "_op") and hasattr(func, "_pyobj_dispatcher")
+    written: tuple[tuple[int, str], ...] = ()
+    evaluable = False
+    if schema is not None:
+        written = tuple((i, a.name) for i, a in enumerate(schema.arguments)
+                        if a.alias_info is not None and a.alias_info.is_write)
+        evaluable = (torch.Tag.nondeterministic_seeded not in getattr(func, "tags", ())
+                     and getattr(func, "__name__", "").split(".")[0] not in NO_VALUE_OPS)
     plan = _PLANS[id(func)] = _OpPlan(func, str(func), is_view, positions, keywords, direct, fresh,
-                                      func is _LIFT_FRESH)
+                                      func is _LIFT_FRESH, written, evaluable)
     return plan
 
 
@@ -166,7 +178,7 @@ class _Recorder(TorchDispatchMode):
             plan = _plan(func)
         known = False
         if s.values is not None:  # a meta run: values kept where they are known (capture/values.py)
-            out, known = s.values.dispatch(func, args, kwargs, s.meta_op)
+            out, known = s.values.dispatch(func, plan, args, kwargs, s.meta_op)
         elif plan.direct and func._pyobj_dispatcher is None:
             # what OpOverload.__call__ does when no Python dispatcher is installed, one frame less
             op = func._op
@@ -345,8 +357,7 @@ class _State:
         value = self.values.get(t) if self.values is not None else None
         if value is not None:
             return value.tolist()
-        self.data_dependent.append(self.stack[-1])
-        fill = True if t.dtype == torch.bool else (0.0 if t.dtype.is_floating_point or t.dtype.is_complex else 0)
+        fill = self.meta_scalar(None, t)  # the answer (and the note) a read of one element gets
 
         def nested(shape: tuple[int, ...]) -> Any:
             return [nested(shape[1:]) for _ in range(shape[0])] if shape else fill

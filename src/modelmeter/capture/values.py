@@ -44,37 +44,13 @@ _INDEX_OPS = frozenset({torch.ops.aten.index.Tensor, torch.ops.aten._unsafe_inde
                         torch.ops.aten.index_put_.default, torch.ops.aten._index_put_impl_.default})
 _MASKED_SELECT = torch.ops.aten.masked_select.default
 _MASK_DTYPES = (torch.bool, torch.uint8)
-_NO_VALUE_OPS = frozenset({"empty", "empty_like", "empty_strided", "new_empty", "new_empty_strided",
-                           "empty_permuted", "resize_", "set_"})
+#: ops whose output holds no values (uninitialized memory): never run on known values
+NO_VALUE_OPS = frozenset({"empty", "empty_like", "empty_strided", "new_empty", "new_empty_strided",
+                          "empty_permuted", "resize_", "set_"})
 
 
 class _Unknown(Exception):
     """An argument whose value is not known: the op runs on meta alone."""
-
-
-class _OpInfo:
-    __slots__ = ("evaluable", "written")
-
-    def __init__(self, func: Any) -> None:
-        schema = getattr(func, "_schema", None)
-        tags = getattr(func, "tags", ())
-        name = getattr(func, "__name__", "").split(".")[0]
-        self.evaluable = (schema is not None and torch.Tag.nondeterministic_seeded not in tags
-                          and name not in _NO_VALUE_OPS)
-        # the arguments the op writes (in-place self, out=): by position and by name
-        self.written: tuple[tuple[int, str], ...] = tuple(
-            (i, a.name) for i, a in enumerate(schema.arguments) if a.alias_info is not None and a.alias_info.is_write
-        ) if schema is not None else ()
-
-
-_INFO: dict[int, tuple[Any, _OpInfo]] = {}  # id(op) -> (the op, kept so that the id is never reused; info)
-
-
-def _info(func: Any) -> _OpInfo:
-    hit = _INFO.get(id(func))
-    if hit is None:
-        hit = _INFO[id(func)] = (func, _OpInfo(func))
-    return hit[1]
 
 
 def _meta_like(x: Any) -> Any:
@@ -172,26 +148,27 @@ class KnownValues:
             return {k: self._to_cpu(v) for k, v in x.items()}
         return x
 
-    def dispatch(self, func: Any, args: tuple, kwargs: dict | None, unknown: Any) -> tuple[Any, bool]:
+    def dispatch(self, func: Any, plan: Any, args: tuple, kwargs: dict | None, unknown: Any) -> tuple[Any, bool]:
         """Run ``func`` on meta, and on CPU too when its arguments' values are known.
 
+        ``plan`` is the capture's per-op plan (``tracer._OpPlan``: ``evaluable``, ``written``).
         ``unknown(func, args, kwargs)`` runs the op on meta alone (answering a data-dependent read without a
         value). Returns the meta result and whether the values were known (the result, a read's answer
         and an output's size are then those of a real run).
         """
         kwargs = kwargs or {}
-        info = _info(func)
+        written = plan.written
         cpu_args: Any = None
-        if info.evaluable and self._may_know(args):
+        if plan.evaluable and self._may_know(args):
             try:
                 cpu_args = self._to_cpu(args), self._to_cpu(kwargs)
             except _Unknown:
                 cpu_args = None
-            if cpu_args is not None and info.written and any(
-                    isinstance(t, torch.Tensor) and not t.is_meta for t in _written(info, args, kwargs)):
+            if cpu_args is not None and written and any(
+                    isinstance(t, torch.Tensor) and not t.is_meta for t in _written(written, args, kwargs)):
                 cpu_args = None  # never write into a real tensor the model (or the user) holds
         if cpu_args is None:
-            self._forget_written(info, args, kwargs)
+            self._forget_written(written, args, kwargs)
             shaped = self._known_mask(func, args, kwargs)
             if shaped is not None:
                 return shaped, True
@@ -204,20 +181,20 @@ class KnownValues:
         except Exception as exc:  # noqa: BLE001 - no meta kernel, or an output size that needs values
             out, failed = None, exc
         if failed is None and _too_big(out):
-            self._forget_written(info, args, kwargs)
+            self._forget_written(written, args, kwargs)
             return out, False
         try:
             value = _on_cpu(func, cpu_args)
         except Exception:  # noqa: BLE001 - the CPU kernel refuses what meta accepted: values unknown
             if failed is not None:
                 raise failed from None
-            self._forget_written(info, args, kwargs)
+            self._forget_written(written, args, kwargs)
             return out, False
-        if failed is not None or (not info.written and _shapes(out) != _shapes(value)):
-            if info.written or _too_big(value):
+        if failed is not None or (not written and _shapes(out) != _shapes(value)):
+            if written or _too_big(value):
                 if failed is not None:
                     raise failed
-                self._forget_written(info, args, kwargs)
+                self._forget_written(written, args, kwargs)
                 return out, False
             out = _meta_like(value)  # the size a real run gets (nonzero, x[mask], unique)
         for m, v in zip(tree_flatten(out)[0], tree_flatten(value)[0]):
@@ -251,15 +228,20 @@ class KnownValues:
                 return torch.empty(n, dtype=args[0].dtype, device=_META)
         return None
 
-    def _forget_written(self, info: _OpInfo, args: tuple, kwargs: dict | None) -> None:
+    def _forget_written(self, written: tuple[tuple[int, str], ...], args: tuple, kwargs: dict | None) -> None:
         """Tensors written with unknown values: their storage's known values are stale."""
-        if not info.written or not self._values:
+        if not written or not self._values:
             return
-        for t in _written(info, args, kwargs or {}):
-            if isinstance(t, torch.Tensor) and t.is_meta:
-                v = self.get(t)
-                if v is not None:
-                    self._stale[v.untyped_storage().data_ptr()] = v
+        for t in _written(written, args, kwargs or {}):
+            if not (isinstance(t, torch.Tensor) and t.is_meta):
+                continue
+            entry = self._values.get(id(t))
+            if entry is None or entry[0]() is not t:
+                continue
+            if entry[2]:  # still the caller's tensor: nothing shares a copy of it yet, so just forget it
+                del self._values[id(t)]
+            else:
+                self._stale[entry[1].untyped_storage().data_ptr()] = entry[1]
 
 
 def _on_cpu(func: Any, cpu_args: tuple[Any, dict]) -> Any:
@@ -268,9 +250,9 @@ def _on_cpu(func: Any, cpu_args: tuple[Any, dict]) -> Any:
         return func(*cpu_args[0], **cpu_args[1])
 
 
-def _written(info: _OpInfo, args: tuple, kwargs: dict) -> list[Any]:
+def _written(written: tuple[tuple[int, str], ...], args: tuple, kwargs: dict) -> list[Any]:
     found = []
-    for i, name in info.written:
+    for i, name in written:
         x = kwargs.get(name) if name in kwargs else (args[i] if i < len(args) else None)
         found.extend(x if isinstance(x, (list, tuple)) else [x])
     return found

@@ -126,7 +126,7 @@ def _complex_operand(x: Any) -> bool | None:
     return None
 
 
-def _complex_per_element(name: str, per: int, ev: OpEvent, a: dict) -> int:
+def _complex_per_element(name: str, per: int, a: dict) -> int:
     if name in ("mul", "div", "true_divide"):
         first, second = _complex_operand(a.get("self")), _complex_operand(a.get("other"))
         if name == "mul":
@@ -146,7 +146,7 @@ def _make(name: str, per: int):
     def rule(ev: OpEvent) -> Cost:
         n = ev.outputs[0].numel if ev.outputs else ev.inputs[0].numel
         if ev.inputs and any(t.dtype.is_complex for t in ev.inputs) and name != "polar":
-            return Cost(flops=_complex_per_element(name, per, ev, arguments(ev)) * n)
+            return Cost(flops=_complex_per_element(name, per, arguments(ev)) * n)
         p = _per_element(name, per, arguments(ev)) if needs_args else per
         return Cost(flops=p * n)
 
