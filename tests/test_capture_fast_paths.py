@@ -271,3 +271,85 @@ def test_module_registered_twice_belongs_to_its_first_path():
     assert table.per_module[""] == (33, 0) == (sum(p.numel() for p in model.parameters()), 0)
     report = mm.profile(model.b, torch.randn(2, 3))  # called on its own, b is the root
     assert report.module("").params == 24
+
+
+# -- batch norm: torch.batch_norm's native_batch_norm called directly in an inference run ------------
+_ORIGINAL_BATCH_NORM = torch._C._VariableFunctions.batch_norm  # what torch.batch_norm is outside a capture
+
+
+class TwoNorms(nn.Module):
+    """The same eval batch norm twice: through nn.BatchNorm2d (torch.batch_norm, which the capture
+    replaces) and through the original function object, which PyTorch runs as it always does."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bn = nn.BatchNorm2d(3)
+
+    def forward(self, x):
+        a = self.bn(x)
+        b = _ORIGINAL_BATCH_NORM(x, self.bn.weight, self.bn.bias, self.bn.running_mean, self.bn.running_var,
+                                 False, 0.1, 1e-5, False)
+        return a, b
+
+
+@pytest.mark.parametrize("device", ["cpu", "meta"])
+def test_batch_norm_runs_one_native_op_counted_as_pytorch_runs_it(device):
+    model = TwoNorms().eval()
+    x = torch.randn(2, 3, 4, 4)
+    tr = run_capture(model, x, device=device)
+    direct = [e.op for e in tr.events if e.module == "bn"]
+    original = [e.op for e in tr.events if e.module == ""]
+    assert direct == ["aten.native_batch_norm.default"]
+    # PyTorch's own path first makes the empty byte tensor a cuDNN kernel would fill
+    assert original == ["aten.empty.memory_format", "aten.native_batch_norm.default"]
+    report = mm.profile(model, x, device=device)
+    rows = {m.path: m for m in report.modules}
+    # eval: 2 x 3 x 4 x 4 = 96 elements; per element 2 FLOPs to normalize by the running statistics
+    # (a scale and a shift) + 1 for the weight + 1 for the bias = 4 -> 384
+    # read: input 96 x 4 B + weight, bias, running mean, running var 4 x 3 x 4 B = 432; written 384 B
+    assert (rows["bn"].flops, rows["bn"].bytes_read, rows["bn"].bytes_written) == (384, 432, 384)
+    root_own = (report.totals.flops - rows["bn"].flops, report.totals.bytes_read - rows["bn"].bytes_read,
+                report.totals.bytes_written - rows["bn"].bytes_written)
+    assert root_own == (384, 432, 384)  # the empty tensor moves nothing
+
+
+def test_batch_norm_direct_gives_pytorchs_results_and_running_statistics():
+    x = torch.randn(4, 3, 5)
+    w, b = torch.randn(3), torch.randn(3)
+    expected_stats = [torch.randn(3), torch.rand(3) + 0.5]
+    stats = [t.clone() for t in expected_stats]
+    with torch.no_grad():
+        want_eval = F.batch_norm(x, expected_stats[0], expected_stats[1], w, b, training=False)
+        want_train = F.batch_norm(x, expected_stats[0], expected_stats[1], w, b, training=True, momentum=0.3)
+        st = _State({}, {})
+        with capturing(nn.Identity(), st, function_mode=False):
+            assert torch.batch_norm is not _ORIGINAL_BATCH_NORM
+            got_eval = F.batch_norm(x, stats[0], stats[1], w, b, training=False)
+            got_train = F.batch_norm(x, stats[0], stats[1], w, b, training=True, momentum=0.3)
+    assert torch.batch_norm is _ORIGINAL_BATCH_NORM
+    assert torch.equal(got_eval, want_eval) and torch.equal(got_train, want_train)
+    assert all(torch.equal(s, e) for s, e in zip(stats, expected_stats))  # running statistics updated alike
+    assert [e.op for e in st.events] == ["aten.native_batch_norm.default"] * 2
+
+
+class WrongWeight(nn.Module):
+    def forward(self, x):
+        return F.batch_norm(x, torch.zeros(3), torch.ones(3), torch.ones(4), None)
+
+
+@pytest.mark.parametrize("device", ["cpu", "meta"])
+def test_batch_norm_with_wrong_sizes_gets_pytorchs_error_and_is_put_back(device):
+    # native_batch_norm does not check the sizes of its weight: the original function does
+    with pytest.raises(mm.ModelmeterError, match="weight should contain 3 elements not 4"):
+        mm.profile(WrongWeight(), torch.randn(2, 3, 4), device=device)
+    assert torch.batch_norm is _ORIGINAL_BATCH_NORM
+
+
+def test_training_step_and_empty_input_take_pytorchs_path():
+    model = nn.BatchNorm1d(3)
+    tr = run_capture(model, torch.randn(4, 3), device="cpu", train=True)
+    forward = [e.op for e in tr.events if e.phase == "forward"]
+    # num_batches_tracked += 1, then PyTorch's own batch_norm path
+    assert forward == ["aten.add_.Tensor", "aten.empty.memory_format", "aten.native_batch_norm.default"]
+    tr = run_capture(model, torch.randn(0, 3, 2), device="cpu")
+    assert "aten.native_batch_norm.default" not in [e.op for e in tr.events]  # PyTorch's empty-input path

@@ -599,6 +599,9 @@ def capturing(model: torch.nn.Module, state: _State, *, function_mode: bool = Tr
     ``x.view``): 2-8% of a CPU forward. A real-tensor inference run needs neither (an early
     reference reaches the aten kernel, which has its own rule with the same formula) and passes False.
 
+    In an inference run on CPU or meta, ``torch.batch_norm`` calls ``native_batch_norm`` directly
+    (:func:`_batch_norm_direct`): one op per batch norm instead of two.
+
     ``nn.MultiheadAttention``'s and ``nn.TransformerEncoderLayer``'s fused inference fast paths are
     turned off for the duration (``torch.backends.mha.set_fastpath_enabled``), so that a real run
     takes the path a meta run must take (PyTorch has no fast path on meta) and the two agree.
@@ -610,7 +613,7 @@ def capturing(model: torch.nn.Module, state: _State, *, function_mode: bool = Tr
     h1 = module_mod.register_module_forward_pre_hook(state.pre_hook)
     h2 = module_mod.register_module_forward_hook(state.post_hook, always_call=True)
     try:
-        with _sdpa_wrapped(state), _rnn_wrapped(state), \
+        with _sdpa_wrapped(state), _rnn_wrapped(state), _batch_norm_direct(state), \
                 (_SdpaMode(state) if function_mode else contextlib.nullcontext()), _Recorder(state):
             yield
     finally:
@@ -636,6 +639,55 @@ def _sdpa_wrapped(state: _State) -> Iterator[None]:
         yield
     finally:
         F.scaled_dot_product_attention = original
+
+
+_NATIVE_BATCH_NORM = torch.native_batch_norm
+
+
+def _direct_batch_norm_ok(args: tuple) -> bool:
+    """``torch.batch_norm``'s arguments on which it would run ``native_batch_norm`` with the same
+    arguments: a plain strided CPU or meta input with elements, weight/bias/running statistics of
+    one element per channel (``native_batch_norm`` itself does not check their sizes)."""
+    x = args[0]
+    if type(x) is not Tensor or x.layout != torch.strided or not (x.is_cpu or x.is_meta) or x.dim() < 2 \
+            or x.numel() == 0:
+        return False
+    c = x.shape[1]
+    for t in args[1:5]:
+        if t is not None and not (isinstance(t, Tensor) and t.dim() == 1 and t.shape[0] == c):
+            return False
+    return True
+
+
+@contextlib.contextmanager
+def _batch_norm_direct(state: _State) -> Iterator[None]:
+    """``torch.batch_norm`` (what ``F.batch_norm`` and every ``nn.BatchNorm*`` call) replaced, in an
+    inference run on CPU or meta, by the ``native_batch_norm`` call it makes there; put back after.
+
+    On CPU and meta ``aten.batch_norm`` allocates an empty byte tensor (the ``reserve`` a cuDNN or
+    MIOpen kernel would fill) and then calls ``native_batch_norm`` with its own arguments. The empty
+    tensor moves nothing and holds nothing, but it is one more op through the dispatch mode: 52 of
+    MobileNet-V2's 205 ops, 121 of DenseNet-121's 553, each costing a round trip into Python and an
+    event. Calling ``native_batch_norm`` directly runs the same kernel on the same arguments and
+    returns the same tensor. Anything else goes to the original: CUDA (cuDNN), other layouts,
+    tensor subclasses, empty inputs, arguments of the wrong size (for PyTorch's own error), calls
+    from other threads, and training steps (whose autograd nodes are tagged at the function level,
+    where ``native_batch_norm``'s tuple would escape the tagging).
+    """
+    original = torch.batch_norm
+    owner = threading.get_ident()
+
+    def batch_norm(*args: Any, **kwargs: Any) -> Any:
+        if len(args) == 9 and not kwargs and not state.tag_nodes and not state.suppress \
+                and threading.get_ident() == owner and _direct_batch_norm_ok(args):
+            return _NATIVE_BATCH_NORM(*args[:8])[0]
+        return original(*args, **kwargs)
+
+    torch.batch_norm = batch_norm
+    try:
+        yield
+    finally:
+        torch.batch_norm = original
 
 
 @contextlib.contextmanager
