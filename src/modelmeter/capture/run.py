@@ -229,10 +229,15 @@ def run_capture(
     for group, target in ((params, trace.param_storages), (buffers, trace.buffer_storages)):
         for n in group:
             t = used_params[n]
-            m = TensorMeta.of(t)  # a sparse tensor by its values' storage
-            target[m.storage_key] = m.storage_nbytes
-            if t.dtype.is_floating_point:
-                dtype_counts[t.dtype] = dtype_counts.get(t.dtype, 0) + 1
+            try:  # the storage's key and size, without a whole TensorMeta (hundreds of tensors per call)
+                storage = t.untyped_storage()
+                target[storage._cdata] = storage.nbytes()
+            except NotImplementedError:  # a sparse tensor: by its values' storage
+                m = TensorMeta.of(t)
+                target[m.storage_key] = m.storage_nbytes
+            dt = t.dtype
+            if dt.is_floating_point:
+                dtype_counts[dt] = dtype_counts.get(dt, 0) + 1
     flat_inputs: list[torch.Tensor] = []
     _map_tensors((args, kwargs), lambda t: flat_inputs.append(t) or t)
     for t in flat_inputs:
