@@ -1,20 +1,33 @@
 """Every transformers architecture, full size, without weights: does the meta path run it, and count it all?
 
-For each model type transformers registers with ``AutoModel`` that has a vocabulary, the model is built
-from its default config (the architecture's reference size) under ``torch.device("meta")`` and profiled
-with a batch of 32 token ids (``modelmeter.profile(model, ids)``, the default meta device). Each row says
-whether it ran, its MACs, how many data-dependent reads were answered without a value (the report's
-notes), and which ops had no rule. Failures are listed with their one-line error: most are models whose
-forward needs more than token ids (images, audio, decoder inputs), which is the input's fault, not the
-capture's. A model gets 60 s.
+For each model type transformers registers with ``AutoModel``, the model is built from its default config
+(the architecture's reference size) under ``torch.device("meta")`` and profiled on the default meta device
+(``modelmeter.profile(model, inputs)``) with the input its config describes:
+
+* ``input_ids``, with a vocabulary (``vocab_size``, or its text config's): a batch of 32 token ids;
+* ``pixel_values``: one image of ``num_channels`` x ``image_size``, or, with ``num_frames`` in the config,
+  one video clip of 1 x frames x channels x height x width;
+* ``input_values``: one second of waveform at 16 kHz; ``input_features``: ``num_mel_bins`` log-mel
+  channels x twice ``max_source_positions`` frames (Whisper's 80 x 3000);
+
+and an encoder-decoder (``is_encoder_decoder``) also 32 decoder token ids.
+
+The input is the first parameter of the model's ``forward``; a model whose first input is none of these,
+or whose config does not give its size, is skipped.
+
+Each row says whether it ran, on which input, its MACs, how many data-dependent reads were answered without
+a value (the report's notes), and which ops had no rule. Failures are listed with their one-line error:
+most are models whose forward needs more than that one input (decoder inputs, prompts, an image beside
+the text), which is the input's fault, not the capture's. A model gets 60 s.
 
     .venv/bin/python bench/hf_meta_sweep.py                 # writes bench/results/hf_meta_sweep.json (~5 min)
-    .venv/bin/python bench/hf_meta_sweep.py --types llama,longformer --no-write
+    .venv/bin/python bench/hf_meta_sweep.py --types llama,vit,videomae --no-write
 """
 
 from __future__ import annotations
 
 import argparse
+import inspect
 import logging
 import os
 import signal
@@ -41,26 +54,68 @@ def _alarm(*_: Any) -> None:
     raise _TimedOut
 
 
+def model_inputs(cfg: Any, model: Any) -> tuple[str | None, Any]:
+    """The input the model's ``forward`` takes first, sized from its default config: ``("ids", ...)``,
+    ``("image", ...)``, ``("video", ...)``, ``("audio", ...)``, or ``(None, None)`` when the config does not
+    say how large it is. An encoder-decoder also gets 32 decoder token ids."""
+    params = inspect.signature(model.forward).parameters
+    kind, inputs = _first_input(cfg, next(iter(params), None))
+    vocab = _vocab(cfg)
+    if inputs is not None and getattr(cfg, "is_encoder_decoder", False) and "decoder_input_ids" in params and vocab:
+        inputs = {**inputs, "decoder_input_ids": _ids(vocab)}
+    return kind, inputs
+
+
+def _vocab(cfg: Any) -> int | None:
+    return getattr(cfg, "vocab_size", None) or getattr(getattr(cfg, "text_config", None), "vocab_size", None)
+
+
+def _ids(vocab: int) -> torch.Tensor:
+    return torch.randint(min(5, vocab - 1), min(vocab, 1000), (1, 32))
+
+
+def _first_input(cfg: Any, first: str | None) -> tuple[str | None, dict[str, torch.Tensor] | None]:
+    vocab = _vocab(cfg)
+    if first == "input_ids" and vocab:
+        return "ids", {first: _ids(vocab)}
+    if first in ("pixel_values", "pixel_values_videos"):
+        size, channels = getattr(cfg, "image_size", None), getattr(cfg, "num_channels", None)
+        if not size or not isinstance(channels, int):
+            return None, None
+        h, w = (size[-2], size[-1]) if isinstance(size, (list, tuple)) else (size, size)
+        frames = getattr(cfg, "num_frames", None)
+        if isinstance(frames, int) and frames > 0:
+            return "video", {first: torch.randn(1, frames, channels, h, w)}
+        return "image", {first: torch.randn(1, channels, h, w)}
+    if first == "input_values":  # a raw waveform: one second at 16 kHz
+        return "audio", {first: torch.randn(1, 16000)}
+    if first == "input_features":  # log-mel frames, as many as the encoder's positions take (Whisper: 3000)
+        mels, positions = getattr(cfg, "num_mel_bins", None), getattr(cfg, "max_source_positions", None)
+        if isinstance(mels, int) and isinstance(positions, int):
+            return "audio", {first: torch.randn(1, mels, 2 * positions)}
+    return None, None
+
+
 def run_type(model_type: str) -> dict[str, Any]:
     from transformers import AutoConfig, AutoModel
 
     t0 = time.perf_counter()
+    kind = None
     signal.alarm(LIMIT_S)
     try:
         cfg = AutoConfig.for_model(model_type)
-        vocab = getattr(cfg, "vocab_size", None) or getattr(getattr(cfg, "text_config", None), "vocab_size", None)
-        if not vocab:
-            return {"status": "skipped", "why": "no vocabulary"}
         with torch.device("meta"):
             model = AutoModel.from_config(cfg)
-        ids = torch.randint(min(5, vocab - 1), min(vocab, 1000), (1, 32))
-        r = mm.profile(model, ids)
-        return {"status": "ok", "macs": r.totals.macs, "notes": len(r.notes),
+        kind, inputs = model_inputs(cfg, model)
+        if inputs is None:
+            return {"status": "skipped", "why": "its forward's first input is not one the sweep can size from the config"}
+        r = mm.profile(model, inputs)
+        return {"status": "ok", "input": kind, "macs": r.totals.macs, "notes": len(r.notes),
                 "uncounted": [u.op for u in r.uncounted_ops], "seconds": round(time.perf_counter() - t0, 2)}
     except _TimedOut:
-        return {"status": "error", "error": f"over {LIMIT_S} s"}
+        return {"status": "error", "input": kind, "error": f"over {LIMIT_S} s"}
     except Exception as exc:  # noqa: BLE001 - the row reports it
-        return {"status": "error", "error": f"{type(exc).__name__}: {exc}".splitlines()[0][:240]}
+        return {"status": "error", "input": kind, "error": f"{type(exc).__name__}: {exc}".splitlines()[0][:240]}
     finally:
         signal.alarm(0)
 
@@ -87,16 +142,20 @@ def main() -> None:
         if row["status"] == "ok":
             extra = (f", {row['notes']} note(s)" if row["notes"] else "") + (
                 f", uncounted {row['uncounted']}" if row["uncounted"] else "")
-            out.print(f"{model_type}: ok, {row['macs']:,} MACs{extra}", highlight=False)
+            out.print(f"{model_type}: ok ({row['input']}), {row['macs']:,} MACs{extra}", highlight=False)
         elif row["status"] == "error":
             out.print(f"{model_type}: {row['error']}", highlight=False, soft_wrap=True)
     ok = [r for r in rows if r["status"] == "ok"]
+    tried = [r for r in rows if r["status"] != "skipped"]
     summary = {
-        "types": len(rows), "with_vocabulary": len([r for r in rows if r["status"] != "skipped"]), "ran": len(ok),
+        "types": len(rows), "with_input": len(tried), "ran": len(ok),
+        "by_input": {kind: {"tried": len([r for r in tried if r.get("input") == kind]),
+                            "ran": len([r for r in ok if r["input"] == kind])} for kind in ("ids", "image", "video", "audio")},
         "with_notes": sorted(r["type"] for r in ok if r["notes"]),
         "with_uncounted_ops": sorted(r["type"] for r in ok if r["uncounted"]),
     }
-    out.print(f"{summary['ran']} of {summary['with_vocabulary']} ran; notes in {len(summary['with_notes'])}, "
+    by = ", ".join(f"{k} {v['ran']}/{v['tried']}" for k, v in summary["by_input"].items())
+    out.print(f"{summary['ran']} of {summary['with_input']} ran ({by}); notes in {len(summary['with_notes'])}, "
               f"uncounted ops in {len(summary['with_uncounted_ops'])}; {time.perf_counter() - t0:.0f} s",
               highlight=False)
     if not args.no_write:

@@ -448,3 +448,25 @@ def test_equal_and_allclose_on_meta() -> None:
     b = mm.profile(Compare(), torch.randn(3), device="cpu")
     assert a.totals.flops == b.totals.flops == 26
     assert len(a.notes) == 1 and "1 data-dependent read" in a.notes[0] and b.notes == []
+
+
+def test_masked_fill_with_a_cpu_scalar_tensor_runs_on_meta() -> None:
+    # DeBERTa-style attention (SEW-D's XSoftmax): x.masked_fill(mask, torch.tensor(min)) with the value
+    # made on CPU. Real kernels take a CPU 0-dim tensor on any device; PyTorch's meta kernel refuses it
+    class Fill(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.proj = nn.Linear(3, 5)
+
+        def forward(self, x, ids):
+            scores = self.proj(x)  # (2, 4, 5): its values depend on the weights
+            return scores.masked_fill((ids == 0)[:, :, None], torch.tensor(torch.finfo(scores.dtype).min))
+
+    x, ids = torch.randn(2, 4, 3), torch.tensor([[1, 0, 2, 0], [0, 3, 3, 1]])
+    meta, cpu = mm.profile(Fill(), (x, ids)), mm.profile(Fill(), (x, ids), device="cpu")
+    assert _counts(meta) == _counts(cpu)
+    (row,) = [o for o in meta.ops if o.op == "aten.masked_fill.Tensor"]
+    # 2 x 4 x 5 = 40 elements, 1 FLOP each; reads the scores (160 B), the broadcast mask (2 x 4 x 1
+    # bools = 8 B) and the 0-dim value (4 B) = 172 B; writes 160 B
+    assert (row.flops, row.bytes_read, row.bytes_written) == (40, 172, 160)
+    assert not meta.notes

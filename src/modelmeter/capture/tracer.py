@@ -375,7 +375,16 @@ class _State:
             return True
         if func is _GROUPED_MM and args[0].is_meta and args[0].dtype not in _HALF:
             return _meta_grouped_mm(args, kwargs)
-        return func(*args, **kwargs)
+        try:
+            return func(*args, **kwargs)
+        except RuntimeError:
+            # a CPU 0-dim tensor beside meta tensors (x.masked_fill(mask, torch.tensor(-1e9))): real
+            # kernels take it as a scalar on any device, some meta kernels refuse it (masked_fill). The
+            # event keeps the call's own arguments, so it is counted as on CPU.
+            moved = _cpu_scalars_to_meta(args, kwargs)
+            if moved is None:
+                raise
+            return func(*moved[0], **moved[1])
 
     def meta_scalar(self, func: Any, t: torch.Tensor) -> Any:
         """A data-dependent read (``.item()``, ``bool(t)``) of a meta tensor whose value is not known
@@ -537,6 +546,20 @@ def _meta_fused_sdpa(bound: dict[str, Any]) -> torch.Tensor | None:
         )[0]
     except (RuntimeError, NotImplementedError):
         return None
+
+
+def _cpu_scalars_to_meta(args: tuple, kwargs: dict | None) -> tuple[tuple, dict] | None:
+    """The arguments with each CPU 0-dim tensor made a meta tensor, or None when there is none."""
+    def is_scalar(x: Any) -> bool:
+        return isinstance(x, Tensor) and x.dim() == 0 and x.device.type == "cpu"
+
+    kwargs = kwargs or {}
+    if not any(is_scalar(a) for a in (*args, *kwargs.values())):
+        return None
+    def move(x: Any) -> Any:
+        return x.to("meta") if is_scalar(x) else x
+
+    return tuple(move(a) for a in args), {k: move(v) for k, v in kwargs.items()}
 
 
 _FLASH_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
