@@ -7,7 +7,8 @@ For each model type transformers registers with ``AutoModel``, the model is buil
 * ``input_ids``, with a vocabulary (``vocab_size``, or its text config's): a batch of 32 token ids;
 * ``pixel_values``: one image of ``num_channels`` x ``image_size``, or, with ``num_frames`` in the config,
   one video clip of 1 x frames x channels x height x width;
-* ``input_values``: one second of waveform at 16 kHz; ``input_features``: ``num_mel_bins`` log-mel
+* ``input_values``: one second of waveform at 16 kHz (batch x samples, or for the audio codecs that want a
+  channel dimension, batch x 1 x samples); ``input_features``: ``num_mel_bins`` log-mel
   channels x twice ``max_source_positions`` frames (Whisper's 80 x 3000);
 
 and an encoder-decoder (``is_encoder_decoder``) also 32 decoder token ids.
@@ -109,7 +110,14 @@ def run_type(model_type: str) -> dict[str, Any]:
         kind, inputs = model_inputs(cfg, model)
         if inputs is None:
             return {"status": "skipped", "why": "its forward's first input is not one the sweep can size from the config"}
-        r = mm.profile(model, inputs)
+        try:
+            r = mm.profile(model, inputs)
+        except mm.ModelmeterError:
+            if "input_values" not in inputs:
+                raise
+            # audio codecs take the waveform with a channel dimension: (batch, 1, samples)
+            inputs = {**inputs, "input_values": inputs["input_values"][:, None]}
+            r = mm.profile(model, inputs)
         return {"status": "ok", "input": kind, "macs": r.totals.macs, "notes": len(r.notes),
                 "uncounted": [u.op for u in r.uncounted_ops], "seconds": round(time.perf_counter() - t0, 2)}
     except _TimedOut:

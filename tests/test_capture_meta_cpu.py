@@ -470,3 +470,25 @@ def test_masked_fill_with_a_cpu_scalar_tensor_runs_on_meta() -> None:
     # bools = 8 B) and the 0-dim value (4 B) = 172 B; writes 160 B
     assert (row.flops, row.bytes_read, row.bytes_written) == (40, 172, 160)
     assert not meta.notes
+
+
+def test_a_failure_after_reads_answered_without_values_says_so() -> None:
+    # a buffer made in __init__ under torch.device("meta") has no values: int(self.rows) is answered 0,
+    # and the view that follows fails. The message says what led there, and what to do
+    class ReadsLength(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.register_buffer("rows", torch.tensor(3))
+
+        def forward(self, x):
+            return x.view(int(self.rows), -1)
+
+    with torch.device("meta"):
+        model = ReadsLength()
+    with pytest.raises(mm.ModelmeterError) as info:
+        mm.profile(model, torch.randn(3, 4))
+    text = str(info.value)
+    assert "before it, 1 read(s) of tensor values this meta run does not have were answered True/0" in text
+    assert "first in '(root)'" in text and "--device cpu" in text
+    assert len(text.splitlines()) == 1
+    assert mm.profile(ReadsLength(), torch.randn(3, 4)).totals.ops > 0  # with a real buffer, its value is known

@@ -332,6 +332,34 @@ def test_cpu_token_ids_are_valid_and_avoid_padding(tmp_path: Path) -> None:
     assert len(set(ids.flatten().tolist())) == 79
 
 
+def test_meta_build_gives_token_ids_with_values_so_reads_of_them_are_exact(tmp_path: Path) -> None:
+    # BigBird reads its token ids (transformers' padding check, pad_token_id in input_ids[:, [-1, 0]]).
+    # A meta build makes the ids on the CPU (small), profile keeps their values beside the meta tensors,
+    # and the read is answered from them: no note, and the counts of a CPU run
+    values = transformers.BigBirdConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                        intermediate_size=64, vocab_size=97, max_position_embeddings=64,
+                                        attention_type="original_full").to_dict()
+    spec = str(_write_config(tmp_path, "bigbird", values))
+    loaded = load(spec, batch=2, seq=12)
+    assert on_meta(loaded.model)
+    ids = loaded.inputs["input_ids"]
+    assert ids.device.type == "cpu" and ids.shape == (2, 12)
+    meta, cpu = _meta_and_cpu(spec)
+    assert not meta.notes
+    assert (meta.totals.macs, meta.totals.flops, meta.totals.bytes_read) == (cpu.totals.macs, cpu.totals.flops,
+                                                                            cpu.totals.bytes_read)
+    assert meta.provenance.mode == "meta"
+
+
+def test_meta_build_of_very_long_token_ids_keeps_them_on_meta() -> None:
+    # above the size a meta run keeps values of (1 Mi elements), ids are not made on the CPU at all
+    from modelmeter.capture.values import MAX_ELEMENTS
+
+    loaded = load("hf:llama-tiny", batch=MAX_ELEMENTS // 256 + 1, seq=256)  # 4097 x 256 > 1 Mi
+    assert loaded.inputs["input_ids"].is_meta
+    assert load("hf:llama-tiny", batch=MAX_ELEMENTS // 256, seq=256).inputs["input_ids"].device.type == "cpu"
+
+
 # -- torchvision ---------------------------------------------------------------------------------------
 
 # (name, input shape we build, the torchvision weights whose tables we compare with)

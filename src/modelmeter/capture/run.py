@@ -300,6 +300,12 @@ def run_capture(
                 if dev.type == "meta" and ("meta" in str(exc).lower() or isinstance(exc, NotImplementedError)):
                     what = _meta_failure(exc) or what
                     hint = "; this model needs real tensor values here: run with --device cpu (device='cpu')"
+                elif dev.type == "meta" and st.data_dependent:
+                    # the failure may follow from a read answered without a value (a length read back as 0)
+                    first = st.data_dependent[0] or "(root)"
+                    hint = (f"; before it, {len(st.data_dependent)} read(s) of tensor values this meta run does not "
+                            f"have were answered True/0 (first in '{first}'), which may have led here: run with "
+                            f"--device cpu (device='cpu'), or build the model so that its buffers hold values")
                 raise ModelRunError(f"the {st.phase} pass failed in {label}: {what}{hint}", where) from exc
     finally:
         for m, flag in saved_modes.items():

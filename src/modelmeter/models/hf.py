@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import difflib
 import json
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
@@ -226,8 +227,18 @@ def config_facts(config: Any) -> dict[str, int | None]:
 
 
 def _token_ids(shape: tuple[int, ...], config: Any, device: str, dtype: torch.dtype | None) -> torch.Tensor:
-    """Token ids: on a real device ``i mod vocab`` with the pad id replaced, so no token reads as padding."""
+    """Token ids: ``i mod vocab`` with the pad id replaced, so no token reads as padding.
+
+    For a meta run they are made on the CPU all the same, when no larger than the values a meta run keeps
+    (``capture/values.py``): ``profile`` moves them to meta and keeps their values, so that a model reading
+    its ids (transformers' padding check, a mask built from them) takes the path a real run takes instead of
+    having the read answered and noted. Larger ones are meta tensors (their values would not be kept).
+    """
+    from ..capture.values import MAX_ELEMENTS
+
     vocab = _int_or_none(getattr(config, "vocab_size", None)) or 2
+    if device == "meta" and math.prod(shape) <= MAX_ELEMENTS:
+        device = "cpu"
     ids = make_tensor(InputSpec(shape, dtype or torch.int64), device=device, high=vocab)
     pad = _int_or_none(getattr(config, "pad_token_id", None))
     if ids.device.type != "meta" and pad is not None and vocab > 1:
