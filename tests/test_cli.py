@@ -176,3 +176,19 @@ def test_profile_with_memory(capsys: pytest.CaptureFixture[str], factory: Path) 
     # the input 2 x 8 x 4 = 64 B are alive throughout; fc1's output 2 x 16 x 4 = 128 B and the in-place-free
     # ReLU output (another 128 B) are both alive while ReLU runs: 848 + 64 + 128 + 128 = 1168 B
     assert d["memory"]["peak_bytes"] == 1168
+
+
+def test_profile_speech_config_without_shape(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    # a Whisper config.json: mel frames and decoder ids sized from the config, the whole model built
+    transformers = pytest.importorskip("transformers")
+    cfg = transformers.WhisperConfig(
+        d_model=16, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2, decoder_attention_heads=2,
+        encoder_ffn_dim=32, decoder_ffn_dim=32, num_mel_bins=8, max_source_positions=10, max_target_positions=20,
+        vocab_size=97, pad_token_id=1, bos_token_id=2, eos_token_id=3, decoder_start_token_id=2)
+    path = tmp_path / "config.json"
+    cfg.to_json_file(str(path))
+    code, out, err = run_cli(capsys, "profile", str(path), "--seq", "12", "--format", "json")
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["provenance"]["input_shapes"] == [[1, 8, 20], [1, 12]]
+    assert report["modules"][0]["type"] == "WhisperForConditionalGeneration"

@@ -360,6 +360,67 @@ def test_meta_build_of_very_long_token_ids_keeps_them_on_meta() -> None:
     assert load("hf:llama-tiny", batch=MAX_ELEMENTS // 256, seq=256).inputs["input_ids"].device.type == "cpu"
 
 
+# -- speech and video models: inputs sized from the config ----------------------------------------------
+
+def _speech_configs() -> dict[str, dict]:
+    ids = {"pad_token_id": 1, "bos_token_id": 2, "eos_token_id": 3, "decoder_start_token_id": 2}
+    return {
+        # real Whisper config.json files name the architecture; the role comes from is_encoder_decoder either way
+        "whisper": transformers.WhisperConfig(
+            d_model=16, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2, decoder_attention_heads=2,
+            encoder_ffn_dim=32, decoder_ffn_dim=32, num_mel_bins=8, max_source_positions=10, max_target_positions=20,
+            vocab_size=97, **ids).to_dict(),
+        "wav2vec2": transformers.Wav2Vec2Config(
+            hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32, conv_dim=(8, 8),
+            conv_kernel=(10, 3), conv_stride=(5, 2), num_conv_pos_embeddings=4, num_conv_pos_embedding_groups=2,
+            vocab_size=97).to_dict(),
+        "videomae": transformers.VideoMAEConfig(
+            image_size=16, patch_size=8, num_channels=3, num_frames=4, tubelet_size=2, hidden_size=16,
+            num_hidden_layers=1, num_attention_heads=2, intermediate_size=32).to_dict(),
+    }
+
+
+def test_whisper_builds_whole_with_mel_frames_and_decoder_ids(tmp_path: Path) -> None:
+    spec = str(_write_config(tmp_path, "whisper", _speech_configs()["whisper"]))
+    loaded = load(spec, seq=12)
+    assert type(loaded.model).__name__ == "WhisperForConditionalGeneration"  # not its decoder alone
+    # 8 mel channels x 2 x 10 positions = 20 frames; 12 decoder tokens (--seq)
+    assert {k: tuple(v.shape) for k, v in loaded.inputs.items()} == {"input_features": (1, 8, 20),
+                                                                     "decoder_input_ids": (1, 12)}
+    meta, cpu = mm.profile(loaded.model, loaded.inputs), mm.profile(*_cpu_build(spec, seq=12), device="cpu")
+    assert (meta.totals.macs, meta.totals.flops) == (cpu.totals.macs, cpu.totals.flops)
+    rows = {m.path: m.macs for m in meta.modules}
+    # conv1: 8 mels -> 16 channels, kernel 3, padding 1, over 20 frames: 20 x 16 x 8 x 3 = 7,680
+    # conv2: 16 -> 16, kernel 3, stride 2: 10 frames x 16 x 16 x 3 = 7,680
+    assert rows["model.encoder.conv1"] == rows["model.encoder.conv2"] == 7680
+    # proj_out (the LM head, tied to the token embedding): 12 tokens x 16 x 97 vocabulary = 18,624
+    assert rows["proj_out"] == 18624
+    with pytest.raises(InputError, match="max_target_positions 20"):
+        load(spec, seq=21)
+
+
+def _cpu_build(spec: str, **kw: object) -> tuple[nn.Module, dict]:
+    loaded = load(spec, device="cpu", **kw)
+    return loaded.model, loaded.inputs
+
+
+def test_waveform_and_video_inputs_from_the_config(tmp_path: Path) -> None:
+    configs = _speech_configs()
+    wav = str(_write_config(tmp_path, "wav2vec2", configs["wav2vec2"]))
+    loaded = load(wav, batch=2)
+    assert tuple(loaded.inputs["input_values"].shape) == (2, 16000)  # one second at 16 kHz (no rate in the config)
+    meta, cpu = mm.profile(loaded.model, loaded.inputs), mm.profile(*_cpu_build(wav, batch=2), device="cpu")
+    assert (meta.totals.macs, meta.totals.bytes_read) == (cpu.totals.macs, cpu.totals.bytes_read)
+    # the first feature convolution: 1 -> 8 channels, kernel 10, stride 5 over 16,000 samples:
+    # (16000 - 10) // 5 + 1 = 3,199 frames x 8 x 10 = 255,920 per waveform, 2 of them
+    assert {m.path: m.macs for m in meta.modules}["feature_extractor.conv_layers.0.conv"] == 2 * 255_920
+    with pytest.raises(InputError, match="a sequence length does not apply"):
+        load(wav, seq=16)
+    video = load(str(_write_config(tmp_path, "videomae", configs["videomae"])))
+    assert tuple(video.inputs["pixel_values"].shape) == (1, 4, 3, 16, 16)  # batch x frames x channels x S x S
+    assert mm.profile(video.model, video.inputs).totals.macs > 0
+
+
 # -- torchvision ---------------------------------------------------------------------------------------
 
 # (name, input shape we build, the torchvision weights whose tables we compare with)

@@ -3,7 +3,9 @@
 Which class is built from a config (no weights are ever loaded, no ``from_pretrained``):
 
 * encoder-decoder configs (``is_encoder_decoder``) with a seq2seq LM class → ``AutoModelForSeq2SeqLM``
-  (e.g. ``T5ForConditionalGeneration``); inputs ``input_ids`` and ``decoder_input_ids``;
+  (e.g. ``T5ForConditionalGeneration``); inputs ``input_ids`` and ``decoder_input_ids``; speech
+  encoder-decoders → ``AutoModelForSpeechSeq2Seq`` (Whisper: ``input_features`` and ``decoder_input_ids``);
+  any other encoder-decoder → ``AutoModel`` (never its decoder alone, which some register as a causal LM);
 * decoder-only language models → ``AutoModelForCausalLM`` (the ``*ForCausalLM`` / ``*LMHeadModel``
   class with its LM head; a tied head is one tensor and counts once). A config is a causal LM when
   its ``architectures`` name a ``*ForCausalLM`` / ``*LMHeadModel`` class, or, without
@@ -172,13 +174,18 @@ def _first_line(exc: BaseException, limit: int = 300) -> str:
 
 
 def model_role(config: Any) -> str:
-    """"seq2seq", "causal" or "base": which auto class builds this config (see the module docstring)."""
+    """"seq2seq", "speech_seq2seq", "causal" or "base": which auto class builds this config (see the module
+    docstring)."""
     from transformers.models.auto import modeling_auto as ma
 
     mt = config.model_type
     archs = [a for a in (getattr(config, "architectures", None) or []) if isinstance(a, str)]
-    if getattr(config, "is_encoder_decoder", False) and mt in ma.MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES:
-        return "seq2seq"
+    if getattr(config, "is_encoder_decoder", False):
+        if mt in ma.MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES:
+            return "seq2seq"
+        if mt in ma.MODEL_FOR_SPEECH_SEQ_2_SEQ_MAPPING_NAMES:  # Whisper, Speech2Text: audio in, text out
+            return "speech_seq2seq"
+        return "base"  # not its decoder alone (WhisperForCausalLM is registered as a causal LM)
     if mt in ma.MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
         if archs:
             if any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in archs):
@@ -246,6 +253,27 @@ def _token_ids(shape: tuple[int, ...], config: Any, device: str, dtype: torch.dt
     return ids
 
 
+def _audio_shape(main: str, config: Any, batch: int) -> InputSpec | None:
+    """The default input of a speech model, from its config, or None when the config does not size it.
+
+    * ``input_values`` (wav2vec2, HuBERT, WavLM, the audio codecs): one second of waveform at the config's
+      ``sampling_rate`` (16,000 when it has none), ``batch x samples``, or ``batch x audio_channels x
+      samples`` for a model whose config names its channels (EnCodec);
+    * ``input_features`` as Whisper takes them: ``batch x num_mel_bins x (2 x max_source_positions)``,
+      the 30-second window of log-mel frames its encoder's two convolutions halve to its positions.
+    """
+    if main == "input_values":
+        rate = _int_or_none(getattr(config, "sampling_rate", None)) or 16000
+        channels = _int_or_none(getattr(config, "audio_channels", None))
+        return InputSpec((batch, channels, rate) if channels else (batch, rate))
+    if main == "input_features":
+        mels = _int_or_none(getattr(config, "num_mel_bins", None))
+        positions = _int_or_none(getattr(config, "max_source_positions", None))
+        if mels and positions:
+            return InputSpec((batch, mels, 2 * positions))
+    return None
+
+
 def build_hf(
     values: dict[str, Any], *, label: str, batch: int, seq: int | None, shapes: list[InputSpec] | None,
     device: str, dtype: torch.dtype | None,
@@ -255,7 +283,7 @@ def build_hf(
     config = build_config(values, label=label)
     role = model_role(config)
     auto = {"seq2seq": transformers.AutoModelForSeq2SeqLM, "causal": transformers.AutoModelForCausalLM,
-            "base": transformers.AutoModel}[role]
+            "speech_seq2seq": transformers.AutoModelForSpeechSeq2Seq, "base": transformers.AutoModel}[role]
     notes: list[str] = []
     build_dtype = dtype or getattr(config, "dtype", None)
     if isinstance(build_dtype, str):
@@ -313,19 +341,38 @@ def build_hf(
         if shapes is None:
             size = _int_or_none(getattr(config, "image_size", None)) or 224
             channels = _int_or_none(getattr(config, "num_channels", None)) or 3
-            shapes = [InputSpec((batch, channels, size, size))]
+            frames = _int_or_none(getattr(config, "num_frames", None))
+            # a video model (VideoMAE, TimeSformer, ViViT) takes clips: batch x frames x channels x S x S
+            shapes = [InputSpec((batch, frames, channels, size, size) if frames else (batch, channels, size, size))]
         if len(shapes) != 1:
             raise InputError(f"{label} takes one pixel_values input, --shape gives {len(shapes)}")
         inputs = {"pixel_values": make_tensor(shapes[0], device=build_device, default_dtype=build_dtype or torch.float32)}
         out_batch, out_seq = shapes[0].shape[0], None
     else:
         kind = "custom"
-        if shapes is None or len(shapes) != 1:
-            raise InputError(
-                f"{label} ({type(model).__name__}) takes {main!r} as input: give its shape with --shape, e.g. 1x16000"
-            )
+        if shapes is None:
+            default = _audio_shape(main, config, batch)
+            if default is None:
+                raise InputError(
+                    f"{label} ({type(model).__name__}) takes {main!r} as input: give its shape with --shape, "
+                    f"e.g. 1x16000"
+                )
+            shapes = [default]
+        if len(shapes) != 1:
+            raise InputError(f"{label} ({type(model).__name__}) takes one {main!r} input, --shape gives {len(shapes)}")
         inputs = {main: make_tensor(shapes[0], device=build_device, default_dtype=build_dtype or torch.float32)}
         out_batch, out_seq = shapes[0].shape[0], None
+        if role == "speech_seq2seq" or (getattr(config, "is_encoder_decoder", False) and role == "base"):
+            # the decoder's token ids (Whisper): --seq of them, 128 by default, within its positions
+            dec = seq if seq is not None else DEFAULT_SEQ
+            limit = _int_or_none(getattr(config, "max_target_positions", None))
+            if limit is not None and dec > limit:
+                raise InputError(f"decoder sequence length {dec} exceeds max_target_positions {limit} of {label}: "
+                                 f"use --seq of at most {limit}")
+            inputs["decoder_input_ids"] = _token_ids((out_batch, dec), config, build_device, None)
+            out_seq = dec
+        elif seq is not None:
+            raise InputError(f"{label} takes {main!r}, not token ids: a sequence length does not apply; give --shape")
     return HFBuild(model=model, inputs=inputs, kind=kind, facts=facts, notes=tuple(notes),
                    batch=out_batch, seq=out_seq)
 
