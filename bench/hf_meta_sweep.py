@@ -23,6 +23,7 @@ the text), which is the input's fault, not the capture's. A model gets 60 s.
 
     .venv/bin/python bench/hf_meta_sweep.py                 # writes bench/results/hf_meta_sweep.json (~5 min)
     .venv/bin/python bench/hf_meta_sweep.py --types llama,vit,videomae --no-write
+    .venv/bin/python bench/hf_meta_sweep.py --train         # a training step each: hf_meta_sweep_train.json
 """
 
 from __future__ import annotations
@@ -97,7 +98,7 @@ def _first_input(cfg: Any, first: str | None) -> tuple[str | None, dict[str, tor
     return None, None
 
 
-def run_type(model_type: str) -> dict[str, Any]:
+def run_type(model_type: str, train: bool = False) -> dict[str, Any]:
     from transformers import AutoConfig, AutoModel
 
     t0 = time.perf_counter()
@@ -111,13 +112,13 @@ def run_type(model_type: str) -> dict[str, Any]:
         if inputs is None:
             return {"status": "skipped", "why": "its forward's first input is not one the sweep can size from the config"}
         try:
-            r = mm.profile(model, inputs)
+            r = mm.profile(model, inputs, train=train)
         except mm.ModelmeterError:
             if "input_values" not in inputs:
                 raise
             # audio codecs take the waveform with a channel dimension: (batch, 1, samples)
             inputs = {**inputs, "input_values": inputs["input_values"][:, None]}
-            r = mm.profile(model, inputs)
+            r = mm.profile(model, inputs, train=train)
         return {"status": "ok", "input": kind, "macs": r.totals.macs, "notes": len(r.notes),
                 "uncounted": [u.op for u in r.uncounted_ops], "seconds": round(time.perf_counter() - t0, 2)}
     except _TimedOut:
@@ -137,6 +138,8 @@ def main() -> None:
     transformers.logging.set_verbosity_error()
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--types", default="all", help="comma-separated model types (default: every one)")
+    ap.add_argument("--train", action="store_true", help="a training step (loss, backward) instead of a forward; "
+                    "writes hf_meta_sweep_train.json")
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args()
     torch.set_num_threads(2)
@@ -145,7 +148,7 @@ def main() -> None:
     types = sorted(MODEL_MAPPING_NAMES) if args.types == "all" else args.types.split(",")
     rows, t0 = [], time.perf_counter()
     for model_type in types:
-        row = {"type": model_type, **run_type(model_type)}
+        row = {"type": model_type, **run_type(model_type, args.train)}
         rows.append(row)
         if row["status"] == "ok":
             extra = (f", {row['notes']} note(s)" if row["notes"] else "") + (
@@ -167,7 +170,8 @@ def main() -> None:
               f"uncounted ops in {len(summary['with_uncounted_ops'])}; {time.perf_counter() - t0:.0f} s",
               highlight=False)
     if not args.no_write:
-        path = write_results("hf_meta_sweep", {"machine": machine_info(), "transformers": transformers.__version__,
+        path = write_results("hf_meta_sweep_train" if args.train else "hf_meta_sweep", {
+            "train": args.train, "machine": machine_info(), "transformers": transformers.__version__,
                                                "summary": summary, "rows": rows})
         out.print(f"wrote {path}")
 
