@@ -172,7 +172,7 @@ def main() -> None:
     if not args.no_write:
         path = write_results("hf_meta_sweep_train" if args.train else "hf_meta_sweep", {
             "train": args.train, "machine": machine_info(), "transformers": transformers.__version__,
-                                               "summary": summary, "rows": rows})
+            "summary": summary, "rows": rows})
         out.print(f"wrote {path}")
 
 

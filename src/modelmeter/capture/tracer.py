@@ -556,6 +556,7 @@ def _cpu_scalars_to_meta(args: tuple, kwargs: dict | None) -> tuple[tuple, dict]
     kwargs = kwargs or {}
     if not any(is_scalar(a) for a in (*args, *kwargs.values())):
         return None
+
     def move(x: Any) -> Any:
         return x.to("meta") if is_scalar(x) else x
 
