@@ -66,6 +66,18 @@ def test_scatters():
     assert c.flops == 24
 
 
+def test_masked_scatter_backward_moves_the_selected_gradient():
+    # x (2, 3).masked_scatter(mask, src (6,)) with 4 of 6 mask elements True; the gradient of src is
+    # masked_scatter_backward(grad (2, 3), mask, [6]): no arithmetic; reads grad 6 x 4 B = 24 + mask 6 x 1 B
+    # = 30 B, writes the (6,) gradient of src, 24 B (the last two elements zero)
+    src = torch.randn(6, requires_grad=True)
+    mask = torch.tensor([[True, False, True], [True, True, False]])
+    y = torch.zeros(2, 3).masked_scatter(mask, src)
+    c = cost(only(events_of(y.sum().backward), "aten.masked_scatter_backward"))
+    assert (c.macs, c.flops, c.bytes_read, c.bytes_written) == (0, 0, 30, 24)
+    assert torch.equal(src.grad, torch.tensor([1.0, 1.0, 1.0, 1.0, 0.0, 0.0]))
+
+
 @pytest.mark.parametrize(
     "fn",
     [
