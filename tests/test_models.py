@@ -416,6 +416,11 @@ def test_waveform_and_video_inputs_from_the_config(tmp_path: Path) -> None:
     assert {m.path: m.macs for m in meta.modules}["feature_extractor.conv_layers.0.conv"] == 2 * 255_920
     with pytest.raises(InputError, match="a sequence length does not apply"):
         load(wav, seq=16)
+    # an audio codec (its config has a codebook_size) takes mono audio with its channel dimension, at the
+    # config's sampling rate: DAC's default config, 16 kHz
+    dac = load(str(_write_config(tmp_path, "dac", transformers.DacConfig().to_dict())))
+    assert tuple(dac.inputs["input_values"].shape) == (1, 1, 16000)
+    assert mm.profile(dac.model, dac.inputs).totals.macs > 0
     video = load(str(_write_config(tmp_path, "videomae", configs["videomae"])))
     assert tuple(video.inputs["pixel_values"].shape) == (1, 4, 3, 16, 16)  # batch x frames x channels x S x S
     assert mm.profile(video.model, video.inputs).totals.macs > 0

@@ -257,14 +257,17 @@ def _audio_shape(main: str, config: Any, batch: int) -> InputSpec | None:
     """The default input of a speech model, from its config, or None when the config does not size it.
 
     * ``input_values`` (wav2vec2, HuBERT, WavLM, the audio codecs): one second of waveform at the config's
-      ``sampling_rate`` (16,000 when it has none), ``batch x samples``, or ``batch x audio_channels x
-      samples`` for a model whose config names its channels (EnCodec);
+      ``sampling_rate`` (16,000 when it has none), ``batch x samples``, or ``batch x channels x samples`` for
+      a model whose config names its ``audio_channels`` (EnCodec) or is an audio codec (a ``codebook_size``:
+      DAC, X-Codec; one channel);
     * ``input_features`` as Whisper takes them: ``batch x num_mel_bins x (2 x max_source_positions)``,
       the 30-second window of log-mel frames its encoder's two convolutions halve to its positions.
     """
     if main == "input_values":
         rate = _int_or_none(getattr(config, "sampling_rate", None)) or 16000
         channels = _int_or_none(getattr(config, "audio_channels", None))
+        if channels is None and getattr(config, "codebook_size", None) is not None:
+            channels = 1  # an audio codec (DAC, X-Codec): mono audio with its channel dimension
         return InputSpec((batch, channels, rate) if channels else (batch, rate))
     if main == "input_features":
         mels = _int_or_none(getattr(config, "num_mel_bins", None))
