@@ -44,8 +44,11 @@ import torch  # noqa: E402
 from _benchlib import console, machine_info, write_results  # noqa: E402
 
 import modelmeter as mm  # noqa: E402
+from modelmeter.models._build import weightless  # noqa: E402
 
 LIMIT_S = 60
+BUILD = "meta"  # or "weightless": parameters on meta, small buffers real (--build)
+# A meta run that fails after reads it had to answer is built again weightless, as `modelmeter profile` does.
 
 
 class _TimedOut(Exception):
@@ -106,20 +109,36 @@ def run_type(model_type: str, train: bool = False) -> dict[str, Any]:
     signal.alarm(LIMIT_S)
     try:
         cfg = AutoConfig.for_model(model_type)
-        with torch.device("meta"):
-            model = AutoModel.from_config(cfg)
+        build = BUILD
+
+        def built() -> Any:
+            with (weightless() if build == "weightless" else torch.device("meta")):
+                return AutoModel.from_config(cfg)
+
+        model = built()
         kind, inputs = model_inputs(cfg, model)
         if inputs is None:
             return {"status": "skipped", "why": "its forward's first input is not one the sweep can size from the config"}
         try:
             r = mm.profile(model, inputs, train=train)
-        except mm.ModelmeterError:
-            if "input_values" not in inputs:
-                raise
-            # audio codecs take the waveform with a channel dimension: (batch, 1, samples)
-            inputs = {**inputs, "input_values": inputs["input_values"][:, None]}
-            r = mm.profile(model, inputs, train=train)
-        return {"status": "ok", "input": kind, "macs": r.totals.macs, "notes": len(r.notes),
+        except mm.ModelmeterError as exc:
+            if "input_values" in inputs and not getattr(exc, "answered_reads", 0):
+                # audio codecs take the waveform with a channel dimension: (batch, 1, samples)
+                inputs = {**inputs, "input_values": inputs["input_values"][:, None]}
+                try:
+                    r = mm.profile(model, inputs, train=train)
+                except mm.ModelmeterError as again:
+                    exc = again
+                else:
+                    exc = None
+            if exc is not None:
+                if not getattr(exc, "answered_reads", 0) or build == "weightless":
+                    raise exc from None
+                # what `modelmeter profile` does: built again with its small buffers real
+                build = "weightless"
+                model = built()
+                r = mm.profile(model, inputs, train=train)
+        return {"status": "ok", "input": kind, "build": build, "macs": r.totals.macs, "notes": len(r.notes),
                 "uncounted": [u.op for u in r.uncounted_ops], "seconds": round(time.perf_counter() - t0, 2)}
     except _TimedOut:
         return {"status": "error", "input": kind, "error": f"over {LIMIT_S} s"}
@@ -140,8 +159,14 @@ def main() -> None:
     ap.add_argument("--types", default="all", help="comma-separated model types (default: every one)")
     ap.add_argument("--train", action="store_true", help="a training step (loss, backward) instead of a forward; "
                     "writes hf_meta_sweep_train.json")
+    ap.add_argument("--build", choices=("meta", "weightless"), default="meta",
+                    help="build under torch.device('meta') (default; again weightless when the run fails after "
+                         "reads it had to answer, as `modelmeter profile` does), or always with parameters on meta "
+                         "and small buffers real (modelmeter.models._build.weightless)")
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args()
+    global BUILD
+    BUILD = args.build
     torch.set_num_threads(2)
     signal.signal(signal.SIGALRM, _alarm)
     out = console()
@@ -151,7 +176,8 @@ def main() -> None:
         row = {"type": model_type, **run_type(model_type, args.train)}
         rows.append(row)
         if row["status"] == "ok":
-            extra = (f", {row['notes']} note(s)" if row["notes"] else "") + (
+            extra = (", built again weightless" if row["build"] == "weightless" else "") + (
+                f", {row['notes']} note(s)" if row["notes"] else "") + (
                 f", uncounted {row['uncounted']}" if row["uncounted"] else "")
             out.print(f"{model_type}: ok ({row['input']}), {row['macs']:,} MACs{extra}", highlight=False)
         elif row["status"] == "error":
@@ -162,6 +188,7 @@ def main() -> None:
         "types": len(rows), "with_input": len(tried), "ran": len(ok),
         "by_input": {kind: {"tried": len([r for r in tried if r.get("input") == kind]),
                             "ran": len([r for r in ok if r["input"] == kind])} for kind in ("ids", "image", "video", "audio")},
+        "built_weightless": sorted(r["type"] for r in ok if r["build"] == "weightless"),
         "with_notes": sorted(r["type"] for r in ok if r["notes"]),
         "with_uncounted_ops": sorted(r["type"] for r in ok if r["uncounted"]),
     }

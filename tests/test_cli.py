@@ -192,3 +192,26 @@ def test_profile_speech_config_without_shape(capsys: pytest.CaptureFixture[str],
     report = json.loads(out)
     assert report["provenance"]["input_shapes"] == [[1, 8, 20], [1, 12]]
     assert report["modules"][0]["type"] == "WhisperForConditionalGeneration"
+
+
+def test_profile_falls_back_to_real_buffers_when_the_meta_run_needs_their_values(
+        capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    # Mimi computes its convolutions' padding from buffers its constructor makes (torch.tensor(stride)):
+    # under torch.device("meta") they hold no values, the reads are answered 0 and a later shape does not
+    # fit. The CLI builds it again with parameters on meta and small buffers real, and says so; the counts
+    # are then those of a CPU run with real weights
+    transformers = pytest.importorskip("transformers")
+    path = tmp_path / "config.json"
+    transformers.MimiConfig().to_json_file(str(path))
+    code, out, err = run_cli(capsys, "profile", str(path), "--format", "json")
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["provenance"]["input_shapes"] == [[1, 1, 24000]]  # 1 channel, 24 kHz from the config
+    assert any(n.startswith("built again with its small buffers real") for n in report["notes"])
+    import modelmeter as mm
+    from modelmeter.models import load
+
+    cpu = load(str(path), device="cpu")
+    real = mm.profile(cpu.model, cpu.inputs, device="cpu")
+    assert (report["totals"]["macs"], report["totals"]["flops"], report["totals"]["bytes_read"]) == (
+        real.totals.macs, real.totals.flops, real.totals.bytes_read)

@@ -399,6 +399,21 @@ def test_whisper_builds_whole_with_mel_frames_and_decoder_ids(tmp_path: Path) ->
         load(spec, seq=21)
 
 
+def test_weightless_build_keeps_small_buffers_real_and_parameters_on_meta(tmp_path: Path) -> None:
+    from modelmeter.capture.values import MAX_ELEMENTS
+
+    path = tmp_path / "config.json"
+    transformers.MimiConfig().to_json_file(str(path))
+    loaded = load(str(path), weightless=True)
+    assert all(p.is_meta for p in loaded.model.parameters())
+    conv = loaded.model.encoder.encoder_seanet.layers[0]
+    # the values its constructor gave them: a kernel of 7, stride 1, 6 samples of padding
+    assert conv.kernel_size.device.type == "cpu" and (int(conv.kernel_size), int(conv.stride)) == (7, 1)
+    assert int(conv.padding_total) == 6
+    assert all(b.is_meta == (b.numel() > MAX_ELEMENTS) for b in loaded.model.buffers())
+    assert on_meta(load(str(path)).model)  # the default build stays all meta
+
+
 def _cpu_build(spec: str, **kw: object) -> tuple[nn.Module, dict]:
     loaded = load(spec, device="cpu", **kw)
     return loaded.model, loaded.inputs

@@ -26,9 +26,11 @@ class ModelRunError(ModelmeterError):
 
     exit_code = 3
 
-    def __init__(self, message: str, module_path: str = "") -> None:
+    def __init__(self, message: str, module_path: str = "", answered_reads: int = 0) -> None:
         super().__init__(message)
         self.module_path = module_path
+        #: on meta, how many reads of tensor values the run had answered without a value before it failed
+        self.answered_reads = answered_reads
 
 
 class UncountedOpsError(ModelmeterError):

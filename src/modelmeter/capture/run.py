@@ -306,7 +306,8 @@ def run_capture(
                     hint = (f"; before it, {len(st.data_dependent)} read(s) of tensor values this meta run does not "
                             f"have were answered True/0 (first in '{first}'), which may have led here: run with "
                             f"--device cpu (device='cpu'), or build the model so that its buffers hold values")
-                raise ModelRunError(f"the {st.phase} pass failed in {label}: {what}{hint}", where) from exc
+                raise ModelRunError(f"the {st.phase} pass failed in {label}: {what}{hint}", where,
+                                    len(st.data_dependent) if dev.type == "meta" else 0) from exc
     finally:
         for m, flag in saved_modes.items():
             if m.training != flag:  # Module.__setattr__ is slow: touch only what changed

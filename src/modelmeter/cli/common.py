@@ -42,13 +42,38 @@ def add_count_args(p: argparse.ArgumentParser) -> None:
                    help="add the memory timeline and peak from real tensor lifetimes (same run)")
 
 
-def load_model(args: Any, spec: str | None = None) -> Any:
+def load_model(args: Any, spec: str | None = None, *, weightless: bool = False) -> Any:
     from ..models import load
 
-    return load(spec or args.spec, batch=args.batch, seq=args.seq, shape=args.shape, device=args.device, dtype=args.dtype)
+    return load(spec or args.spec, batch=args.batch, seq=args.seq, shape=args.shape, device=args.device,
+                dtype=args.dtype, weightless=weightless)
 
 
 def profile_loaded(loaded: Any, args: Any) -> Any:
+    """Profile a loaded model. A Hugging Face model whose meta run fails after reads of values it had to
+    answer is built again with its small buffers real (parameters still on meta) and profiled once more,
+    with a note: its constructor put values in buffers that its forward reads (the audio codecs' padding)."""
+    import dataclasses
+
+    from ..errors import ModelRunError
+    from ..models import parse_spec
+
+    try:
+        return _profile(loaded, args)
+    except ModelRunError as exc:
+        if args.device != "meta" or not exc.answered_reads or parse_spec(loaded.spec).source not in ("preset", "config"):
+            raise
+        first = exc
+    try:
+        report = _profile(load_model(args, loaded.spec, weightless=True), args)
+    except ModelRunError:
+        raise first from None
+    note = (f"built again with its small buffers real (parameters still on meta): the meta build's buffers had no "
+            f"values, and the first run failed after {first.answered_reads} read(s) of them were answered")
+    return dataclasses.replace(report, notes=[*report.notes, note])
+
+
+def _profile(loaded: Any, args: Any) -> Any:
     from ..api import profile
 
     return profile(

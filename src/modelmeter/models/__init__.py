@@ -168,8 +168,13 @@ def load(
     shape: str | None = None,
     device: str = "meta",
     dtype: str | torch.dtype | None = None,
+    weightless: bool = False,
 ) -> LoadedModel:
     """Build the model a spec names, with example inputs, on ``device`` ("meta": no weights, no memory).
+
+    ``weightless`` (Hugging Face specs on meta): parameters on meta, small buffers real, for a model whose
+    forward reads values its constructor put in buffers (see :func:`modelmeter.models._build.weightless`;
+    the CLI builds this way again when a meta run fails after reads it had to answer).
 
     ``batch`` and ``seq`` size the default inputs (``seq``: language models only, default 128);
     ``shape`` replaces them, e.g. ``"1x3x224x224"``, ``"1x3x224x224:fp16"``, ``"4x512"`` (token ids of
@@ -211,7 +216,8 @@ def load(
             label = f"config {parsed.target!r}"
             name = _config_name(values, parsed.target)
             source = str(Path(parsed.target).expanduser())
-        hb = build_hf(values, label=label, batch=batch, seq=seq, shapes=shapes, device=device_kind, dtype=model_dtype)
+        hb = build_hf(values, label=label, batch=batch, seq=seq, shapes=shapes, device=device_kind, dtype=model_dtype,
+                      weightless=weightless)
         return LoadedModel(model=hb.model, inputs=hb.inputs, name=name, kind=hb.kind, spec=spec, source=source,
                            batch=hb.batch, seq=hb.seq, notes=hb.notes, **hb.facts)
 

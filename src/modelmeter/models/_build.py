@@ -22,8 +22,12 @@ T = TypeVar("T")
 
 
 @contextlib.contextmanager
-def empty_weights() -> Iterator[None]:
-    """Within the context, parameters and buffers registered on any module are moved to meta."""
+def empty_weights(keep_buffers_up_to: int = -1) -> Iterator[None]:
+    """Within the context, parameters and buffers registered on any module are moved to meta.
+
+    ``keep_buffers_up_to``: buffers of at most that many elements stay where they were made, with their
+    values (see :func:`weightless`).
+    """
     reg_param = nn.Module.register_parameter
     reg_buffer = nn.Module.register_buffer
 
@@ -36,7 +40,7 @@ def empty_weights() -> Iterator[None]:
     def register_buffer(self: nn.Module, name: str, tensor: torch.Tensor | None, persistent: bool = True) -> None:
         reg_buffer(self, name, tensor, persistent=persistent)
         b = self._buffers.get(name)
-        if b is not None and b.device.type != "meta":
+        if b is not None and b.device.type != "meta" and b.numel() > keep_buffers_up_to:
             self._buffers[name] = b.to("meta")
 
     nn.Module.register_parameter = register_parameter  # type: ignore[method-assign]
@@ -46,6 +50,21 @@ def empty_weights() -> Iterator[None]:
     finally:
         nn.Module.register_parameter = reg_param  # type: ignore[method-assign]
         nn.Module.register_buffer = reg_buffer  # type: ignore[method-assign]
+
+
+def weightless() -> contextlib.AbstractContextManager[None]:
+    """Build a model with every parameter on meta and its small buffers real, on the CPU.
+
+    Parameters become meta tensors the moment a module registers them, so their initializers cost
+    nothing; buffers of at most :data:`~modelmeter.capture.values.MAX_ELEMENTS` elements (rotary
+    frequencies, position ids, a convolution's stride and kernel size as tensors) keep the values the
+    constructor gave them, which a meta run then knows (``capture/values.py``). Under
+    ``torch.device("meta")`` those values are lost when they are made: a model that reads them in its
+    forward (the audio codecs' padding) takes a wrong branch or fails. Larger buffers go to meta.
+    """
+    from ..capture.values import MAX_ELEMENTS
+
+    return empty_weights(keep_buffers_up_to=MAX_ELEMENTS)
 
 
 def _needs_values(exc: BaseException) -> bool:
@@ -88,4 +107,4 @@ def to_meta(x: Any) -> Any:
     return x
 
 
-__all__ = ["build_on", "empty_weights", "to_meta"]
+__all__ = ["build_on", "empty_weights", "to_meta", "weightless"]

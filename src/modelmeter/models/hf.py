@@ -279,9 +279,13 @@ def _audio_shape(main: str, config: Any, batch: int) -> InputSpec | None:
 
 def build_hf(
     values: dict[str, Any], *, label: str, batch: int, seq: int | None, shapes: list[InputSpec] | None,
-    device: str, dtype: torch.dtype | None,
+    device: str, dtype: torch.dtype | None, weightless: bool = False,
 ) -> HFBuild:
-    """Build the model for config values ``values`` on ``device`` (meta: no memory) and its inputs."""
+    """Build the model for config values ``values`` on ``device`` (meta: no memory) and its inputs.
+
+    ``weightless`` (meta only): parameters on meta but small buffers real, with the values the constructor
+    gave them (:func:`~modelmeter.models._build.weightless`), for a model whose forward reads them.
+    """
     transformers = require("transformers", "hf", "Hugging Face model specs")
     config = build_config(values, label=label)
     role = model_role(config)
@@ -296,7 +300,10 @@ def build_hf(
     build_device = "meta" if device == "meta" else "cpu"
     kwargs = {"dtype": build_dtype} if build_dtype is not None else {}
     try:
-        with _quiet_transformers(), torch.device(build_device):
+        from ._build import weightless as weightless_build
+
+        where = weightless_build() if weightless and build_device == "meta" else torch.device(build_device)
+        with _quiet_transformers(), where:
             model = auto.from_config(config, **kwargs)
     except Exception as exc:  # noqa: BLE001
         raise SpecError(
