@@ -119,25 +119,28 @@ def run_type(model_type: str, train: bool = False) -> dict[str, Any]:
         kind, inputs = model_inputs(cfg, model)
         if inputs is None:
             return {"status": "skipped", "why": "its forward's first input is not one the sweep can size from the config"}
-        try:
-            r = mm.profile(model, inputs, train=train)
-        except mm.ModelmeterError as exc:
-            if "input_values" in inputs and not getattr(exc, "answered_reads", 0):
-                # audio codecs take the waveform with a channel dimension: (batch, 1, samples)
-                inputs = {**inputs, "input_values": inputs["input_values"][:, None]}
-                try:
-                    r = mm.profile(model, inputs, train=train)
-                except mm.ModelmeterError as again:
-                    exc = again
-                else:
-                    exc = None
-            if exc is not None:
-                if not getattr(exc, "answered_reads", 0) or build == "weightless":
-                    raise exc from None
+        # audio codecs take the waveform with a channel dimension: (batch, 1, samples)
+        variants = [inputs] + ([{**inputs, "input_values": inputs["input_values"][:, None]}]
+                               if "input_values" in inputs else [])
+        r, first, answered = None, None, False
+        for attempt in ("meta", "weightless") if build == "meta" else ("weightless",):
+            if attempt != build:
+                if not answered:
+                    break
                 # what `modelmeter profile` does: built again with its small buffers real
-                build = "weightless"
+                build = attempt
                 model = built()
-                r = mm.profile(model, inputs, train=train)
+            for x in variants:
+                try:
+                    r = mm.profile(model, x, train=train)
+                    break
+                except mm.ModelmeterError as exc:
+                    first = first or exc
+                    answered = answered or bool(getattr(exc, "answered_reads", 0))
+            if r is not None:
+                break
+        if r is None:
+            raise first
         return {"status": "ok", "input": kind, "build": build, "macs": r.totals.macs, "notes": len(r.notes),
                 "uncounted": [u.op for u in r.uncounted_ops], "seconds": round(time.perf_counter() - t0, 2)}
     except _TimedOut:
