@@ -215,3 +215,14 @@ def test_profile_falls_back_to_real_buffers_when_the_meta_run_needs_their_values
     real = mm.profile(cpu.model, cpu.inputs, device="cpu")
     assert (report["totals"]["macs"], report["totals"]["flops"], report["totals"]["bytes_read"]) == (
         real.totals.macs, real.totals.flops, real.totals.bytes_read)
+
+
+@pytest.mark.parametrize("command", [["memory"], ["roofline", "--hardware", "h100-sxm"]])
+def test_memory_and_roofline_fall_back_to_real_buffers_too(
+        capsys: pytest.CaptureFixture[str], tmp_path: Path, command: list[str]) -> None:
+    transformers = pytest.importorskip("transformers")
+    path = tmp_path / "config.json"
+    transformers.MimiConfig().to_json_file(str(path))
+    code, out, err = run_cli(capsys, command[0], str(path), *command[1:])
+    assert code == 0, err
+    assert "built again with its small buffers real" in " ".join(out.split())  # the note, however it wraps

@@ -49,28 +49,40 @@ def load_model(args: Any, spec: str | None = None, *, weightless: bool = False) 
                 dtype=args.dtype, weightless=weightless)
 
 
-def profile_loaded(loaded: Any, args: Any) -> Any:
-    """Profile a loaded model. A Hugging Face model whose meta run fails after reads of values it had to
-    answer is built again with its small buffers real (parameters still on meta) and profiled once more,
-    with a note: its constructor put values in buffers that its forward reads (the audio codecs' padding)."""
-    import dataclasses
+def with_real_buffers(loaded: Any, run: Any, reload: Any, device: str = "meta") -> tuple[Any, Any, str | None]:
+    """``run(loaded)``; if a Hugging Face model's meta run fails after reads of values it had to answer, the
+    model is built again by ``reload()`` with its small buffers real (parameters still on meta) and run once
+    more: its constructor put values in buffers that its forward reads (the audio codecs' padding).
 
+    Returns the result, the model it came from, and the note to add to the report (None when the first
+    build ran). When the second run fails too, the first error is raised.
+    """
     from ..errors import ModelRunError
     from ..models import parse_spec
 
     try:
-        return _profile(loaded, args)
+        return run(loaded), loaded, None
     except ModelRunError as exc:
-        if args.device != "meta" or not exc.answered_reads or parse_spec(loaded.spec).source not in ("preset", "config"):
+        if device != "meta" or not exc.answered_reads or parse_spec(loaded.spec).source not in ("preset", "config"):
             raise
         first = exc
+    again = reload()
     try:
-        report = _profile(load_model(args, loaded.spec, weightless=True), args)
+        result = run(again)
     except ModelRunError:
         raise first from None
     note = (f"built again with its small buffers real (parameters still on meta): the meta build's buffers had no "
             f"values, and the first run failed after {first.answered_reads} read(s) of them were answered")
-    return dataclasses.replace(report, notes=[*report.notes, note])
+    return result, again, note
+
+
+def profile_loaded(loaded: Any, args: Any) -> Any:
+    """Profile a loaded model (built again with real buffers if it needs them, see :func:`with_real_buffers`)."""
+    import dataclasses
+
+    report, _, note = with_real_buffers(loaded, lambda m: _profile(m, args),
+                                        lambda: load_model(args, loaded.spec, weightless=True), args.device)
+    return dataclasses.replace(report, notes=[*report.notes, note]) if note else report
 
 
 def _profile(loaded: Any, args: Any) -> Any:

@@ -49,13 +49,14 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 
 
 def run(args: Any, console: Any) -> int:
+    import dataclasses
     import json
 
     from ..analysis.memory import memory_profile
     from ..errors import InputError
     from ..models import load
     from ..units import parse_bytes
-    from .common import write_text
+    from .common import with_real_buffers, write_text
 
     batches = args.batch or [1]
     if args.optimizer and not args.train:
@@ -63,13 +64,21 @@ def run(args: Any, console: Any) -> int:
     if args.top < 0:
         raise InputError(f"--top must be 0 or more, not {args.top}")
     fits = parse_bytes(args.fits) if args.fits is not None else None
-    loaded = load(args.spec, batch=batches[0], seq=args.seq, shape=args.shape, device=args.device)
-    report = memory_profile(
-        loaded.model, loaded.inputs, train=args.train, optimizer=args.optimizer, dtype=args.dtype,
-        autocast=args.autocast, batch_sizes=batches if (len(batches) > 1 or fits is not None) else None,
-        fits=fits, device=args.device, master_weights=False if args.no_master_weights else None,
-        kv_context=args.context, attention=args.attention, top=args.top, name=loaded.name,
-    )
+    def build(weightless: bool = False) -> Any:
+        return load(args.spec, batch=batches[0], seq=args.seq, shape=args.shape, device=args.device,
+                    weightless=weightless)
+
+    def analyze(loaded: Any) -> Any:
+        return memory_profile(
+            loaded.model, loaded.inputs, train=args.train, optimizer=args.optimizer, dtype=args.dtype,
+            autocast=args.autocast, batch_sizes=batches if (len(batches) > 1 or fits is not None) else None,
+            fits=fits, device=args.device, master_weights=False if args.no_master_weights else None,
+            kv_context=args.context, attention=args.attention, top=args.top, name=loaded.name,
+        )
+
+    report, _, note = with_real_buffers(build(), analyze, lambda: build(weightless=True), args.device)
+    if note:
+        report = dataclasses.replace(report, notes=[*report.notes, note])
     if args.json != "-":
         console.print(report)
     if args.plot:

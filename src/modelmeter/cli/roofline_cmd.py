@@ -122,10 +122,11 @@ def run(args: Any, console: Any) -> int:
     return 0
 
 
-def _load(args: Any, batch: int, seq: int | None, run_dtype: str | None) -> Any:
+def _load(args: Any, batch: int, seq: int | None, run_dtype: str | None, weightless: bool = False) -> Any:
     from ..models import load
 
-    return load(args.spec, batch=batch, seq=seq, shape=args.shape, device="meta", dtype=run_dtype)
+    return load(args.spec, batch=batch, seq=seq, shape=args.shape, device="meta", dtype=run_dtype,
+                weightless=weightless)
 
 
 def _required(args: Any, loaded: Any, run_dtype: str | None) -> tuple[int | None, str | None, str | None]:
@@ -148,14 +149,19 @@ def _forward(args: Any, devices: list[Any], run_dtype: str | None, peak_key: str
     from ..analysis.roofline import compare_devices, sweep_from_rooflines
     from ..api import profile
     from ..report.roofline import RooflineReport
+    from .common import with_real_buffers
 
     per: list[tuple[int, Any]] = []
     first_report = None
     notes: list[str] = []
     for b in args.batch:
-        loaded = _load(args, b, args.seq, run_dtype)
-        report = profile(loaded.model, loaded.inputs, train=args.train, optimizer=args.optimizer, dtype=run_dtype,
-                         name=loaded.name)
+        report, loaded, rebuilt = with_real_buffers(
+            _load(args, b, args.seq, run_dtype),
+            lambda m: profile(m.model, m.inputs, train=args.train, optimizer=args.optimizer, dtype=run_dtype,
+                              name=m.name),
+            lambda b=b: _load(args, b, args.seq, run_dtype, weightless=True))
+        if rebuilt and rebuilt not in notes:
+            notes.append(rebuilt)
         required, basis, note = _required(args, loaded, run_dtype)
         if note:
             notes.append(note)
