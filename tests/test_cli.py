@@ -190,6 +190,7 @@ def test_profile_speech_config_without_shape(capsys: pytest.CaptureFixture[str],
     code, out, err = run_cli(capsys, "profile", str(path), "--seq", "12", "--format", "json")
     assert code == 0, err
     report = json.loads(out)
+    # 8 mel channels x (2 x 10 source positions) = 20 frames; 12 decoder ids (--seq)
     assert report["provenance"]["input_shapes"] == [[1, 8, 20], [1, 12]]
     assert report["modules"][0]["type"] == "WhisperForConditionalGeneration"
 

@@ -407,7 +407,8 @@ def test_weightless_build_keeps_small_buffers_real_and_parameters_on_meta(tmp_pa
     loaded = load(str(path), weightless=True)
     assert all(p.is_meta for p in loaded.model.parameters())
     conv = loaded.model.encoder.encoder_seanet.layers[0]
-    # the values its constructor gave them: a kernel of 7, stride 1, 6 samples of padding
+    # the values its constructor gave them: MimiConfig's first convolution has kernel_size 7 and stride 1,
+    # so padding_total = kernel - stride = 6 samples
     assert conv.kernel_size.device.type == "cpu" and (int(conv.kernel_size), int(conv.stride)) == (7, 1)
     assert int(conv.padding_total) == 6
     assert all(b.is_meta == (b.numel() > MAX_ELEMENTS) for b in loaded.model.buffers())

@@ -307,7 +307,7 @@ def run_capture(
                             f"have were answered True/0 (first in '{first}'), which may have led here: run with "
                             f"--device cpu (device='cpu'), or build the model so that its buffers hold values")
                 raise ModelRunError(f"the {st.phase} pass failed in {label}: {what}{hint}", where,
-                                    len(st.data_dependent) if dev.type == "meta" else 0) from exc
+                                    len(st.data_dependent)) from exc  # reads are answered on meta only
     finally:
         for m, flag in saved_modes.items():
             if m.training != flag:  # Module.__setattr__ is slow: touch only what changed

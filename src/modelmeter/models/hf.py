@@ -34,6 +34,7 @@ from typing import Any
 import torch
 
 from ..errors import InputError, SpecError, require
+from ._build import weightless as weightless_build
 from .shapes import InputSpec, make_tensor
 
 DEFAULT_SEQ = 128
@@ -299,10 +300,8 @@ def build_hf(
         build_dtype = None
     build_device = "meta" if device == "meta" else "cpu"
     kwargs = {"dtype": build_dtype} if build_dtype is not None else {}
+    where = weightless_build() if weightless and build_device == "meta" else torch.device(build_device)
     try:
-        from ._build import weightless as weightless_build
-
-        where = weightless_build() if weightless and build_device == "meta" else torch.device(build_device)
         with _quiet_transformers(), where:
             model = auto.from_config(config, **kwargs)
     except Exception as exc:  # noqa: BLE001
@@ -372,7 +371,7 @@ def build_hf(
             raise InputError(f"{label} ({type(model).__name__}) takes one {main!r} input, --shape gives {len(shapes)}")
         inputs = {main: make_tensor(shapes[0], device=build_device, default_dtype=build_dtype or torch.float32)}
         out_batch, out_seq = shapes[0].shape[0], None
-        if role == "speech_seq2seq" or (getattr(config, "is_encoder_decoder", False) and role == "base"):
+        if getattr(config, "is_encoder_decoder", False):  # speech_seq2seq, or an encoder-decoder's base model
             # the decoder's token ids (Whisper): --seq of them, 128 by default, within its positions
             dec = seq if seq is not None else DEFAULT_SEQ
             limit = _int_or_none(getattr(config, "max_target_positions", None))
