@@ -7,9 +7,10 @@ For each model type transformers registers with ``AutoModel``, the model is buil
 * ``input_ids``, with a vocabulary (``vocab_size``, or its text config's): a batch of 32 token ids;
 * ``pixel_values``: one image of ``num_channels`` x ``image_size``, or, with ``num_frames`` in the config,
   one video clip of 1 x frames x channels x height x width;
-* ``input_values``: one second of waveform at 16 kHz (batch x samples, or for the audio codecs that want a
-  channel dimension, batch x 1 x samples); ``input_features``: ``num_mel_bins`` log-mel
-  channels x twice ``max_source_positions`` frames (Whisper's 80 x 3000);
+* ``input_values`` and ``input_features`` as ``modelmeter profile`` sizes them from the config
+  (``modelmeter.models.hf._audio_shape``): one second of waveform at the config's sampling rate (with a
+  channel dimension for the audio codecs; a waveform without one is tried with one too), Whisper's
+  ``num_mel_bins`` x twice ``max_source_positions`` log-mel frames;
 
 and an encoder-decoder (``is_encoder_decoder``) also 32 decoder token ids.
 
@@ -45,6 +46,7 @@ from _benchlib import console, machine_info, write_results  # noqa: E402
 
 import modelmeter as mm  # noqa: E402
 from modelmeter.models._build import weightless  # noqa: E402
+from modelmeter.models.hf import _audio_shape  # noqa: E402
 
 LIMIT_S = 60
 BUILD = "meta"  # or "weightless": parameters on meta, small buffers real (--build)
@@ -92,12 +94,10 @@ def _first_input(cfg: Any, first: str | None) -> tuple[str | None, dict[str, tor
         if isinstance(frames, int) and frames > 0:
             return "video", {first: torch.randn(1, frames, channels, h, w)}
         return "image", {first: torch.randn(1, channels, h, w)}
-    if first == "input_values":  # a raw waveform: one second at 16 kHz
-        return "audio", {first: torch.randn(1, 16000)}
-    if first == "input_features":  # log-mel frames, as many as the encoder's positions take (Whisper: 3000)
-        mels, positions = getattr(cfg, "num_mel_bins", None), getattr(cfg, "max_source_positions", None)
-        if isinstance(mels, int) and isinstance(positions, int):
-            return "audio", {first: torch.randn(1, mels, 2 * positions)}
+    if first in ("input_values", "input_features"):  # sized as `modelmeter profile` sizes them
+        spec = _audio_shape(first, cfg, 1)
+        if spec is not None:
+            return "audio", {first: torch.randn(spec.shape)}
     return None, None
 
 
@@ -119,9 +119,9 @@ def run_type(model_type: str, train: bool = False) -> dict[str, Any]:
         kind, inputs = model_inputs(cfg, model)
         if inputs is None:
             return {"status": "skipped", "why": "its forward's first input is not one the sweep can size from the config"}
-        # audio codecs take the waveform with a channel dimension: (batch, 1, samples)
+        # a waveform the config does not mark as a codec's may still want a channel dimension: (batch, 1, samples)
         variants = [inputs] + ([{**inputs, "input_values": inputs["input_values"][:, None]}]
-                               if "input_values" in inputs else [])
+                               if "input_values" in inputs and inputs["input_values"].dim() == 2 else [])
         r, first, answered = None, None, False
         for attempt in ("meta", "weightless") if build == "meta" else ("weightless",):
             if attempt != build:
