@@ -18,7 +18,7 @@ from torch import nn
 
 from ..errors import InputError, ModelmeterError, ModelRunError
 from .events import TensorMeta, Trace
-from .tracer import _State, capturing, walk_modules
+from .tracer import NativeUnsupported, _State, capturing, walk_modules
 from .values import KnownValues
 
 OPTIMIZERS = ("sgd", "sgd-momentum", "adam", "adamw")
@@ -139,12 +139,17 @@ def run_capture(
     optimizer: str | None = None,
     loss_fn: Callable[[Any], torch.Tensor] | None = None,
     observers: list[Callable[[Any], None]] | None = None,
+    native: bool = True,
 ) -> Trace:
     """Run ``model`` once under capture and return the :class:`Trace`.
 
     ``device="meta"`` runs without allocating anything (a 70B model in seconds); ``"cpu"`` or
     ``"cuda"`` runs real tensors. ``train=True`` adds a loss (sum of the first floating output, or
     ``loss_fn(output)``), the backward pass and, with ``optimizer``, one optimizer step.
+
+    A real-tensor inference run on CPU records its ops with the native recorder when it can be built
+    (:mod:`.native`; ``native=False`` or ``MODELMETER_NATIVE=0`` for the Python capture). Both record
+    the same events.
     """
     if not isinstance(model, nn.Module):
         raise InputError(f"model must be a torch.nn.Module, not {type(model).__name__}")
@@ -266,7 +271,8 @@ def run_capture(
             from torch.fx.experimental import _config as fx_config
 
             swap.enter_context(fx_config.patch(meta_nonzero_assume_all_nonzero=True))
-        with swap, capturing(model, st, function_mode=train or dev.type == "meta"):
+        recorder = _native_recorder() if native and dev.type == "cpu" and not train and not observers else None
+        with swap, capturing(model, st, function_mode=train or dev.type == "meta", native=recorder):
             try:
                 st.tag_nodes = train
                 with torch.set_grad_enabled(train):
@@ -290,7 +296,7 @@ def run_capture(
                             for v in s.values():
                                 if isinstance(v, torch.Tensor):
                                     trace.optimizer_storages.add(TensorMeta.of(v).storage_key)
-            except ModelmeterError:
+            except (ModelmeterError, NativeUnsupported):
                 raise
             except Exception as exc:
                 where = st.failed_path if st.failed_path is not None else st.stack[-1]
@@ -308,6 +314,13 @@ def run_capture(
                             f"--device cpu (device='cpu'), or build the model so that its buffers hold values")
                 raise ModelRunError(f"the {st.phase} pass failed in {label}: {what}{hint}", where,
                                     len(st.data_dependent)) from exc  # reads are answered on meta only
+    except NativeUnsupported:
+        # a value the native recorder does not describe (a sparse tensor, a tensor subclass): again in Python
+        for m, flag in saved_modes.items():
+            if m.training != flag:
+                m.training = flag
+        return run_capture(model, inputs, train=train, device=device, dtype=dtype, optimizer=optimizer,
+                           loss_fn=loss_fn, observers=observers, native=False)
     finally:
         for m, flag in saved_modes.items():
             if m.training != flag:  # Module.__setattr__ is slow: touch only what changed
@@ -320,6 +333,19 @@ def run_capture(
     trace.settings["data_dependent_reads"] = list(st.data_dependent)
     trace.settings["optimizer"] = optimizer
     return trace
+
+
+def _native_recorder() -> Any:
+    """The native recorder when this run may use it: built, and nothing active that changes which ops a
+    dispatch mode would see (another dispatch mode, autocast)."""
+    from . import native
+
+    rec = native.load()
+    if rec is None:
+        return None
+    if torch._C._len_torch_dispatch_stack() or torch.is_autocast_enabled("cpu"):
+        return None
+    return rec
 
 
 def _tensor_leaves(x: Any) -> list[torch.Tensor]:

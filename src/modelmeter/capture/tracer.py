@@ -275,6 +275,12 @@ class _State:
         self.known_events: set[int] = set()
         self.observers: list[Callable[[OpEvent], None]] = []
         self.tag_nodes = False  # set while autograd records (training forward)
+        # the native recorder (capture/native) when it records this run's aten ops: module ids it is
+        # handed, and where each event recorded here (a fused op) falls among its records
+        self.native: Any = None
+        self.native_ids: dict[int, int] = {}
+        self.native_paths: list[str] = [""]
+        self.native_positions: list[int] = []
 
     # -- events -------------------------------------------------------------------------------
     def record_op(self, plan: _OpPlan, module: str, phase: str, args: tuple, kwargs: dict | None, out: Any) -> OpEvent:
@@ -336,6 +342,8 @@ class _State:
         """Record one call whose arguments are all looked at (synthetic events such as ``modelmeter.sdpa``)."""
         plan = _OpPlan(func, name, func is not None and _is_view_op(func), None, frozenset(), False,
                        func is None or _plan(func).fresh)
+        if self.native is not None:
+            self.native_positions.append(self.native.position())
         return self.record_op(plan, module, phase, args, kwargs, out)
 
     def list_indices(self, index: Any) -> Any:
@@ -409,12 +417,17 @@ class _State:
             "modelmeter.sdpa", None, self.stack[-1], self.phase, (), bound, None
         )
         self.suppress += 1
+        native = self.native
+        if native is not None:
+            native.pause()
         try:
             out = _meta_fused_sdpa(bound) if q.device.type == "meta" else None
             if out is None:
                 out = func(*args, **kwargs)
         finally:
             self.suppress -= 1
+            if native is not None:
+                native.resume()
         self.fused_outputs(ev, (out,))
         if out.grad_fn is not None:
             stops = {id(t.grad_fn) for t in (q, k, v, bound.get("attn_mask")) if isinstance(t, torch.Tensor) and t.grad_fn is not None}
@@ -476,10 +489,15 @@ class _State:
         bound["mode"] = mode
         ev = self.record("modelmeter.rnn", None, self.stack[-1], self.phase, (), bound, None)
         self.suppress += 1
+        native = self.native
+        if native is not None:
+            native.pause()
         try:
             out = func(*args, **kwargs)
         finally:
             self.suppress -= 1
+            if native is not None:
+                native.resume()
         results = [t for t in out if isinstance(t, torch.Tensor)]
         self.fused_outputs(ev, results)
         roots = [t.grad_fn for t in results if t.grad_fn is not None]
@@ -505,6 +523,68 @@ class _State:
             calls = self.calls
             calls[path] = calls.get(path, 0) + 1
         stack.append(path)
+
+    def pre_hook_native(self, module: torch.nn.Module, args: Any) -> None:
+        """:meth:`pre_hook`, and the module's id handed to the native recorder."""
+        stack = self.stack
+        key = id(module)
+        path = self.names.get(key)
+        if path is None:
+            path = stack[-1]
+            self.native.push(-1)
+        else:
+            calls = self.calls
+            calls[path] = calls.get(path, 0) + 1
+            self.native.push(self.native_ids[key])
+        stack.append(path)
+
+    def post_hook_native(self, module: torch.nn.Module, args: Any, output: Any) -> None:
+        self.native.pop()
+        path = self.stack.pop() if len(self.stack) > 1 else ""
+        if sys.exc_info()[1] is not None and self.failed_path is None:
+            self.failed_path = path
+
+    def start_native(self, native: Any) -> bool:
+        """Hand this run's aten ops to the native recorder; False if it cannot record now."""
+        if not native.start():
+            return False
+        self.native = native
+        ids = self.native_ids
+        paths = self.native_paths
+        for key, path in self.names.items():
+            ids[key] = len(paths)
+            paths.append(path)
+        return True
+
+    def finish_native(self) -> None:
+        """The native recorder's records, made events, in order with the ones recorded here (fused ops).
+
+        Raises :class:`NativeUnsupported` when a record holds a value the native recorder does not
+        describe (a sparse tensor, a tensor subclass): the run is then done again with the Python capture.
+        """
+        native = self.native
+        table = native.ops()
+        plans = _NATIVE_PLANS.setdefault(id(native), [])
+        for name, overload in table[len(plans):]:
+            plan = _plan(_overload(name, overload))
+            plans.append((plan.name, plan.func, plan.is_view, plan.fresh, plan.lifts))
+        recorded = native.drain(plans, self.native_paths)
+        if recorded is None:
+            raise NativeUnsupported()
+        mine, positions = self.events, self.native_positions
+        if mine:
+            events: list[OpEvent] = []
+            j = 0
+            for k, ev in enumerate(recorded):
+                while j < len(mine) and positions[j] <= k:
+                    events.append(mine[j])
+                    j += 1
+                events.append(ev)
+            events.extend(mine[j:])
+            for i, ev in enumerate(events):
+                ev.index = i
+            recorded = events
+        mine[:] = recorded
 
     def post_hook(self, module: torch.nn.Module, args: Any, output: Any) -> None:
         path = self.stack.pop() if len(self.stack) > 1 else ""
@@ -607,7 +687,8 @@ def _tag_graph(root: Any, key: str, value: Any, stops: set[int], leaves: bool = 
 
 
 @contextlib.contextmanager
-def capturing(model: torch.nn.Module, state: _State, *, function_mode: bool = True) -> Iterator[None]:
+def capturing(model: torch.nn.Module, state: _State, *, function_mode: bool = True,
+              native: Any = None) -> Iterator[None]:
     """Install the hooks and modes; remove them whatever happens.
 
     Attention is caught by wrapping ``torch.nn.functional.scaled_dot_product_attention`` for the
@@ -632,15 +713,33 @@ def capturing(model: torch.nn.Module, state: _State, *, function_mode: bool = Tr
     """
     from torch.nn.modules import module as module_mod
 
+    if native is not None and (function_mode or not state.start_native(native)):
+        native = None
     fastpath = torch.backends.mha.get_fastpath_enabled()
     torch.backends.mha.set_fastpath_enabled(False)
-    h1 = module_mod.register_module_forward_pre_hook(state.pre_hook)
-    h2 = module_mod.register_module_forward_hook(state.post_hook, always_call=True)
+    if native is not None:
+        h1 = module_mod.register_module_forward_pre_hook(state.pre_hook_native)
+        h2 = module_mod.register_module_forward_hook(state.post_hook_native, always_call=True)
+    else:
+        h1 = module_mod.register_module_forward_pre_hook(state.pre_hook)
+        h2 = module_mod.register_module_forward_hook(state.post_hook, always_call=True)
     try:
-        with _sdpa_wrapped(state), _rnn_wrapped(state), _batch_norm_direct(state), \
-                (_SdpaMode(state) if function_mode else contextlib.nullcontext()), _Recorder(state):
-            yield
+        if native is not None:
+            try:
+                with _sdpa_wrapped(state), _rnn_wrapped(state), _batch_norm_direct(state), \
+                        _python_dispatched_ops_recorded(state):
+                    yield
+            finally:
+                native.stop()
+            state.finish_native()
+        else:
+            with _sdpa_wrapped(state), _rnn_wrapped(state), _batch_norm_direct(state), \
+                    (_SdpaMode(state) if function_mode else contextlib.nullcontext()), _Recorder(state):
+                yield
     finally:
+        if native is not None:
+            native.clear()  # nothing is kept after a failed run
+            state.native = None
         h1.remove()
         h2.remove()
         torch.backends.mha.set_fastpath_enabled(fastpath)
@@ -742,6 +841,54 @@ def _rnn_wrapped(state: _State) -> Iterator[None]:
                 setattr(_VF, name, saved[name])
             else:
                 _VF.__dict__.pop(name, None)
+
+
+#: per native recorder (by id): its op table's plans, (name, OpOverload, is_view, fresh, lifts) by op id
+_NATIVE_PLANS: dict[int, list[tuple[str, Any, bool, bool, bool]]] = {}
+
+
+class NativeUnsupported(Exception):
+    """The native recorder met a value it does not describe; the run is done again in Python."""
+
+
+@contextlib.contextmanager
+def _python_dispatched_ops_recorded(state: _State) -> Iterator[None]:
+    """For the native recorder: an op PyTorch dispatches in Python (a ``torch.library.custom_op``
+    defined in Python, whose ``OpOverload`` has a ``_pyobj_dispatcher``) never reaches the C++
+    dispatcher's RecordFunction, only the ops its implementation calls do. ``OpOverload.__call__`` is
+    wrapped for the duration: such an op is recorded here, as a dispatch mode sees it (one event, its
+    implementation's ops not recorded). Other ops and other threads go straight through."""
+    from torch._ops import OpOverload
+
+    original = OpOverload.__call__
+    owner = threading.get_ident()
+
+    def __call__(self: Any, /, *args: Any, **kwargs: Any) -> Any:
+        if self._pyobj_dispatcher is None or state.suppress or threading.get_ident() != owner:
+            return original(self, *args, **kwargs)
+        native = state.native
+        native.pause()
+        state.suppress += 1
+        try:
+            out = original(self, *args, **kwargs)
+        finally:
+            state.suppress -= 1
+            native.resume()
+        state.native_positions.append(native.position())
+        state.record_op(_plan(self), state.stack[-1], state.phase, args, kwargs, out)
+        return out
+
+    OpOverload.__call__ = __call__
+    try:
+        yield
+    finally:
+        OpOverload.__call__ = original
+
+
+def _overload(name: str, overload: str) -> Any:
+    """``("aten::add", "Tensor")`` -> ``torch.ops.aten.add.Tensor``."""
+    ns, _, op = name.partition("::")
+    return getattr(getattr(getattr(torch.ops, ns), op), overload or "default")
 
 
 def walk_modules(model: torch.nn.Module) -> list[tuple[str, str | None, torch.nn.Module]]:
