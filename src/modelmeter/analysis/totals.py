@@ -155,7 +155,7 @@ def build_report(
         modelmeter_version=__version__, torch_version=torch.__version__, python_version=platform.python_version(),
         model=name or trace.root_type, mode=trace.mode, device=trace.device, dtype=trace.dtype, train=trace.train,
         optimizer=trace.settings.get("optimizer"), input_shapes=trace.input_shapes, input_dtypes=trace.input_dtypes,
-        conventions=conventions,
+        conventions=conventions, capture=trace.settings.get("capture", "dispatch-mode"),
     )
     notes = []
     dd = trace.settings.get("data_dependent_reads") or []

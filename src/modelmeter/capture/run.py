@@ -332,6 +332,7 @@ def run_capture(
         st.data_dependent.extend(ev.module for ev in trace.events if ev.index not in known and _selects_by_mask(ev))
     trace.settings["data_dependent_reads"] = list(st.data_dependent)
     trace.settings["optimizer"] = optimizer
+    trace.settings["capture"] = "native" if st.native_used else "dispatch-mode"
     return trace
 
 

@@ -281,6 +281,7 @@ class _State:
         self.native_ids: dict[int, int] = {}
         self.native_paths: list[str] = [""]
         self.native_positions: list[int] = []
+        self.native_used = False
 
     # -- events -------------------------------------------------------------------------------
     def record_op(self, plan: _OpPlan, module: str, phase: str, args: tuple, kwargs: dict | None, out: Any) -> OpEvent:
@@ -549,6 +550,7 @@ class _State:
         if not native.start():
             return False
         self.native = native
+        self.native_used = True
         ids = self.native_ids
         paths = self.native_paths
         for key, path in self.names.items():

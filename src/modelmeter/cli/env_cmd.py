@@ -21,6 +21,7 @@ def collect() -> dict[str, Any]:
     import torch
 
     from .. import __version__
+    from ..capture import native
 
     def version(pkg: str) -> str | None:
         try:
@@ -59,6 +60,7 @@ def collect() -> dict[str, Any]:
         "torch_threads": torch.get_num_threads(),
         "cuda_devices": cuda,
         "mps": mps,
+        "native_recorder": native.status(),
     }
 
 

@@ -45,6 +45,9 @@ class Provenance:
     input_shapes: list[list[int]]
     input_dtypes: list[str]
     conventions: dict[str, str]
+    # how the ops were recorded: "dispatch-mode" (a Python TorchDispatchMode) or "native" (the C++
+    # recorder of a real-tensor inference run on CPU); the same events either way
+    capture: str = "dispatch-mode"
 
 
 @dataclass(frozen=True)
