@@ -11,6 +11,11 @@
 // past its op. Python objects are built only in drain(), after the run, with the GIL held (ops may run
 // with the GIL released).
 //
+// Records go onto a tape of int64 words reserved before the run, never into small heap blocks: small
+// blocks that outlive an op, allocated just after its large output, keep glibc from reusing the
+// output's memory when it is freed, and every later output of that size was then faulted in afresh
+// (a 1.2 MB elementwise op went from 47 to 600 us).
+//
 // Built on first use by modelmeter/capture/native/__init__.py against the installed torch.
 
 #include <Python.h>
@@ -20,6 +25,7 @@
 #include <ATen/core/ivalue.h>
 #include <ATen/record_function.h>
 
+#include <cstring>
 #include <memory>
 #include <sstream>
 #include <string>
@@ -42,48 +48,42 @@ struct OpInfo {
   bool autograd_only = false;
 };
 
-struct Meta {
-  std::vector<int64_t> shape;
-  int16_t dtype = 0;
-  int16_t device_type = 0;
-  bool requires_grad = false;
-  intptr_t storage = 0;
-  int64_t storage_nbytes = 0;
-  int64_t numel = 0;
-  int64_t nbytes = 0;
-};
-
-// One argument or return value, without tensors: a tensor's metadata, a list, or a plain IValue.
-struct Val {
-  int8_t kind = 0;  // 0 plain IValue (converted in drain), 1 tensor, 2 list, 3 None
-  int8_t arg_kind = K_OTHER;
-  int32_t meta = -1;
-  c10::IValue iv;
-  std::vector<Val> items;
-};
-
-struct Rec {
-  int op = -1;
-  int module = 0;
-  size_t npos = 0;                  // positional arguments passed (trailing defaults dropped)
-  std::vector<int> kwargs;          // schema indices of keyword-only arguments passed
-  std::vector<Val> args;            // every schema argument
-  std::vector<Val> outs;            // every return
-  std::vector<Meta> metas;
-  bool unsupported = false;
+// value tags on the tape
+enum Tag : int64_t {
+  T_NONE = 0,
+  T_TENSOR = 1,   // ndim, sizes..., dtype, device type, requires_grad, storage, storage nbytes, numel, nbytes
+  T_LIST = 2,     // n, values...
+  T_INT = 3,
+  T_DTYPE = 4,
+  T_LAYOUT = 5,
+  T_MEMFMT = 6,
+  T_DOUBLE = 7,   // the double's bits
+  T_BOOL = 8,
+  T_COMPLEX = 9,  // real bits, imaginary bits
+  T_INTLIST = 10,
+  T_DOUBLELIST = 11,
+  T_BOOLLIST = 12,
+  T_EXTRA = 13,   // index into State::extras (a string, a device)
+  T_SKIP = 14,    // an argument slot the mode does not receive (a trailing default)
 };
 
 struct State {
   bool active = false;
   int paused = 0;
-  bool rf_was_enabled = true;
+  bool open = false;         // a recorded op is running (RecordFunction is off until it returns)
+  bool unsupported = false;  // a value met that only the Python capture describes
   unsigned long owner = 0;
   std::vector<int> modules{0};
-  std::vector<Rec> recs;
+  // record: op id, module id, npos, nkw, kw indices..., nslots, values..., nouts, values...
+  std::vector<int64_t> tape;
+  size_t nrecs = 0;
+  std::vector<c10::IValue> pending;  // the running op's arguments: their metadata is taken after it
+  const OpInfo* pending_info = nullptr;
+  std::vector<c10::IValue> extras;
   std::vector<OpInfo*> ops;  // by id
   std::unordered_map<const char*, std::unique_ptr<OpInfo>> infos;
   at::CallbackHandle handle = 0;
-  std::string error;
+  int64_t calls = 0;  // RecordFunction calls seen since start() (recorded or not)
 };
 
 State S;
@@ -164,30 +164,40 @@ OpInfo* info_of(const at::RecordFunction& fn) {
 thread_local std::vector<const c10::TensorImpl*> t_inputs;
 thread_local bool t_describing_outputs = false;
 
+inline void put(int64_t x) { S.tape.push_back(x); }
+
+inline int64_t bits(double d) {
+  int64_t b;
+  std::memcpy(&b, &d, sizeof b);
+  return b;
+}
+
 // A Python number passed where an op takes a tensor (x + 1) is a 0-dim "wrapped number" tensor; a
 // dispatch mode receives it as the number. Its value, read from its memory (no op is dispatched).
-bool wrapped_number(const at::Tensor& t, Val& v) {
+bool wrapped_number(const at::Tensor& t) {
   if (!t.unsafeGetTensorImpl()->is_wrapped_number() || !t.is_cpu() || !t.has_storage()) return false;
   const void* p = t.const_data_ptr();
   switch (t.scalar_type()) {
-    case c10::ScalarType::Long: v.iv = c10::IValue(*static_cast<const int64_t*>(p)); break;
-    case c10::ScalarType::Int: v.iv = c10::IValue(static_cast<int64_t>(*static_cast<const int32_t*>(p))); break;
-    case c10::ScalarType::Double: v.iv = c10::IValue(*static_cast<const double*>(p)); break;
-    case c10::ScalarType::Float: v.iv = c10::IValue(static_cast<double>(*static_cast<const float*>(p))); break;
-    case c10::ScalarType::Bool: v.iv = c10::IValue(*static_cast<const bool*>(p)); break;
-    case c10::ScalarType::ComplexDouble: v.iv = c10::IValue(*static_cast<const c10::complex<double>*>(p)); break;
+    case c10::ScalarType::Long: put(T_INT); put(*static_cast<const int64_t*>(p)); return true;
+    case c10::ScalarType::Int: put(T_INT); put(*static_cast<const int32_t*>(p)); return true;
+    case c10::ScalarType::Double: put(T_DOUBLE); put(bits(*static_cast<const double*>(p))); return true;
+    case c10::ScalarType::Float: put(T_DOUBLE); put(bits(*static_cast<const float*>(p))); return true;
+    case c10::ScalarType::Bool: put(T_BOOL); put(*static_cast<const bool*>(p)); return true;
+    case c10::ScalarType::ComplexDouble: {
+      auto c = *static_cast<const c10::complex<double>*>(p);
+      put(T_COMPLEX); put(bits(c.real())); put(bits(c.imag()));
+      return true;
+    }
     default: return false;
   }
-  v.kind = 0;
-  return true;
 }
 
-void describe(Rec& rec, const at::Tensor& t, Val& v) {
+void describe(const at::Tensor& t) {
   if (!t.defined()) {
-    v.kind = 3;
+    put(T_NONE);
     return;
   }
-  if (wrapped_number(t, v)) return;
+  if (wrapped_number(t)) return;
   // sparse and other storage-less layouts, tensor subclasses, functorch wrappers, lazy conjugate or
   // negative views (materialized by keys above the one a dispatch mode sees): the Python capture's
   static const c10::DispatchKeySet special({c10::DispatchKey::Python, c10::DispatchKey::FuncTorchBatched,
@@ -195,83 +205,92 @@ void describe(Rec& rec, const at::Tensor& t, Val& v) {
                                             c10::DispatchKey::Conjugate, c10::DispatchKey::Negative,
                                             c10::DispatchKey::ZeroTensor, c10::DispatchKey::NestedTensor});
   if (!t.has_storage() || t.key_set().has_any(special)) {
-    rec.unsupported = true;
-    v.kind = 3;
+    S.unsupported = true;
+    put(T_NONE);
     return;
   }
-  Meta m;
   auto sizes = t.sizes();
-  m.shape.assign(sizes.begin(), sizes.end());
-  m.dtype = static_cast<int16_t>(t.scalar_type());
-  m.device_type = static_cast<int16_t>(t.device().type());
+  put(T_TENSOR);
+  put(static_cast<int64_t>(sizes.size()));
+  for (auto d : sizes) put(d);
+  put(static_cast<int64_t>(t.scalar_type()));
+  put(static_cast<int64_t>(t.device().type()));
   // A dispatch mode sees an op's outputs below autograd, before a view or a new tensor is given its
   // autograd metadata: they do not require grad, unless the output is one of the op's own arguments.
+  bool requires_grad = t.requires_grad();
   if (t_describing_outputs) {
     const c10::TensorImpl* impl = t.unsafeGetTensorImpl();
     bool argument = false;
     for (const auto* p : t_inputs) argument = argument || p == impl;
-    m.requires_grad = argument && t.requires_grad();
-  } else {
-    m.requires_grad = t.requires_grad();
+    requires_grad = argument && requires_grad;
   }
+  put(requires_grad);
   const auto& storage = t.storage();
-  m.storage = reinterpret_cast<intptr_t>(storage.unsafeGetStorageImpl());
-  m.storage_nbytes = static_cast<int64_t>(storage.nbytes());
-  m.numel = t.numel();
-  m.nbytes = m.numel * static_cast<int64_t>(t.dtype().itemsize());
-  v.kind = 1;
-  v.meta = static_cast<int32_t>(rec.metas.size());
-  rec.metas.push_back(std::move(m));
+  put(reinterpret_cast<intptr_t>(storage.unsafeGetStorageImpl()));
+  put(static_cast<int64_t>(storage.nbytes()));
+  int64_t numel = t.numel();
+  put(numel);
+  put(numel * static_cast<int64_t>(t.dtype().itemsize()));
 }
 
-void convert(Rec& rec, const c10::IValue& iv, Val& v) {
+void convert(const c10::IValue& iv, int8_t arg_kind) {
   if (iv.isTensor()) {
-    describe(rec, iv.toTensor(), v);
+    describe(iv.toTensor());
   } else if (iv.isNone()) {
-    v.kind = 3;
+    put(T_NONE);
+  } else if (iv.isInt()) {
+    put(arg_kind == K_DTYPE ? T_DTYPE : arg_kind == K_LAYOUT ? T_LAYOUT : arg_kind == K_MEMFMT ? T_MEMFMT : T_INT);
+    put(iv.toInt());
+  } else if (iv.isDouble()) {
+    put(T_DOUBLE);
+    put(bits(iv.toDouble()));
+  } else if (iv.isBool()) {
+    put(T_BOOL);
+    put(iv.toBool());
+  } else if (iv.isComplexDouble()) {
+    auto c = iv.toComplexDouble();
+    put(T_COMPLEX);
+    put(bits(c.real()));
+    put(bits(c.imag()));
   } else if (iv.isTensorList()) {
-    v.kind = 2;
     auto list = iv.toTensorList();
-    v.items.resize(list.size());
-    for (size_t i = 0; i < list.size(); i++) describe(rec, list.get(i), v.items[i]);
-  } else if (iv.isList()) {
+    put(T_LIST);
+    put(static_cast<int64_t>(list.size()));
+    for (size_t i = 0; i < list.size(); i++) describe(list.get(i));
+  } else if (iv.isIntList()) {
+    auto list = iv.toIntList();
+    put(T_INTLIST);
+    put(static_cast<int64_t>(list.size()));
+    for (size_t i = 0; i < list.size(); i++) put(list.get(i));
+  } else if (iv.isDoubleList()) {
+    auto list = iv.toDoubleList();
+    put(T_DOUBLELIST);
+    put(static_cast<int64_t>(list.size()));
+    for (size_t i = 0; i < list.size(); i++) put(bits(list.get(i)));
+  } else if (iv.isBoolList()) {
+    auto list = iv.toBoolList();
+    put(T_BOOLLIST);
+    put(static_cast<int64_t>(list.size()));
+    for (size_t i = 0; i < list.size(); i++) put(list.get(i));
+  } else if (iv.isList()) {  // a list of optional tensors, or of other values
     auto list = iv.toListRef();
-    bool tensors = false;
-    for (const auto& x : list) tensors = tensors || x.isTensor();
-    if (!tensors) {  // int/float/bool lists, or a list of optional tensors that are all None
-      bool none_only = !list.empty();
-      for (const auto& x : list) none_only = none_only && x.isNone();
-      if (none_only) {
-        v.kind = 2;
-        v.items.resize(list.size());
-        for (auto& item : v.items) item.kind = 3;
-      } else {
-        v.kind = 0;
-        v.iv = iv;
-      }
-      return;
-    }
-    v.kind = 2;
-    v.items.resize(list.size());
-    for (size_t i = 0; i < list.size(); i++) convert(rec, list[i], v.items[i]);
-  } else if (iv.isInt() || iv.isDouble() || iv.isBool() || iv.isString() || iv.isIntList() ||
-             iv.isDoubleList() || iv.isBoolList() || iv.isDevice() || iv.isComplexDouble()) {
-    v.kind = 0;
-    v.iv = iv;
+    put(T_LIST);
+    put(static_cast<int64_t>(list.size()));
+    for (const auto& x : list) convert(x, K_OTHER);
+  } else if (iv.isString() || iv.isDevice()) {
+    put(T_EXTRA);
+    put(static_cast<int64_t>(S.extras.size()));
+    S.extras.push_back(iv);
   } else if (iv.isGenerator()) {
-    v.kind = 3;  // a random generator: no cost rule reads it
+    put(T_NONE);  // a random generator: no cost rule reads it
   } else {
-    rec.unsupported = true;
-    v.kind = 3;
+    S.unsupported = true;
+    put(T_NONE);
   }
 }
-
-struct Ctx : at::ObserverContext {
-  size_t index = 0;
-  std::vector<c10::IValue> inputs;  // held while the op runs: their metadata is taken after it
-};
 
 std::unique_ptr<at::ObserverContext> on_enter(const at::RecordFunction& fn) {
+  S.calls++;
   if (S.paused) return nullptr;
   // a call PyTorch makes with the Python key excluded (torch.tensor's own empty and copy) is one a
   // dispatch mode never sees
@@ -279,33 +298,26 @@ std::unique_ptr<at::ObserverContext> on_enter(const at::RecordFunction& fn) {
   OpInfo* info = info_of(fn);
   if (!info->visible) return nullptr;
   if (info->as_view != nullptr) info = info->as_view;
-  if (info->autograd_only) {
-    auto inputs = fn.inputs();
-    if (!inputs.empty() && inputs[0].isTensor() &&
-        inputs[0].toTensor().key_set().has_any(c10::autograd_dispatch_keyset) &&
-        !c10::impl::tls_local_dispatch_key_set().excluded_.has_any(c10::autograd_dispatch_keyset))
-      return nullptr;
-  }
-  auto ctx = std::make_unique<Ctx>();
   auto inputs = fn.inputs();
-  ctx->inputs.assign(inputs.begin(), inputs.end());
-  ctx->index = S.recs.size();
-  Rec& rec = S.recs.emplace_back();
-  rec.op = info->id;
-  rec.module = S.modules.back();
+  if (info->autograd_only && !inputs.empty() && inputs[0].isTensor() &&
+      inputs[0].toTensor().key_set().has_any(c10::autograd_dispatch_keyset) &&
+      !c10::impl::tls_local_dispatch_key_set().excluded_.has_any(c10::autograd_dispatch_keyset))
+    return nullptr;
+  S.pending.assign(inputs.begin(), inputs.end());  // reuses the vector's memory
+  S.pending_info = info;
+  S.open = true;
   // the kernel's own calls are not the mode's to see: RecordFunction off until this op returns
   at::enableRecordFunction(false);
-  return ctx;
+  return nullptr;  // no context object: RecordFunction is off, so the next exit is this op's
 }
 
-void on_exit(const at::RecordFunction& fn, at::ObserverContext* ctx_) {
-  if (ctx_ == nullptr) return;
+void on_exit(const at::RecordFunction& fn, at::ObserverContext*) {
+  if (!S.open) return;
+  S.open = false;
   at::enableRecordFunction(true);
-  auto* ctx = static_cast<Ctx*>(ctx_);
-  Rec& rec = S.recs[ctx->index];
-  const OpInfo* info = S.ops[rec.op];
+  const OpInfo* info = S.pending_info;
   const auto& schema_args = info->schema->arguments();
-  auto& in = ctx->inputs;
+  auto& in = S.pending;
   // (for _reshape_alias recorded as view: its self and size, not its stride)
   size_t n = std::min(in.size(), schema_args.size());
   auto is_default = [&](size_t i) {
@@ -315,14 +327,25 @@ void on_exit(const at::RecordFunction& fn, at::ObserverContext* ctx_) {
   size_t kw = std::min(info->kwarg_only_start, n);
   size_t npos = kw;
   while (npos > 0 && is_default(npos - 1)) npos--;
-  rec.npos = npos;
+  put(info->id);
+  put(S.modules.back());
+  put(static_cast<int64_t>(npos));
+  size_t nkw_at = S.tape.size();
+  put(0);
+  int64_t nkw = 0;
   for (size_t i = kw; i < n; i++)
-    if (!is_default(i)) rec.kwargs.push_back(static_cast<int>(i));
-  rec.args.resize(n);
+    if (!is_default(i)) {
+      put(static_cast<int64_t>(i));
+      nkw++;
+    }
+  S.tape[nkw_at] = nkw;
+  put(static_cast<int64_t>(n));
   for (size_t i = 0; i < n; i++) {
-    if (i >= npos && i < kw) continue;  // dropped: a trailing default
-    rec.args[i].arg_kind = info->kinds[i];
-    convert(rec, in[i], rec.args[i]);
+    if (i >= npos && i < kw) {
+      put(T_SKIP);
+    } else {
+      convert(in[i], info->kinds[i]);
+    }
   }
   t_inputs.clear();
   for (const auto& x : in) {
@@ -333,57 +356,47 @@ void on_exit(const at::RecordFunction& fn, at::ObserverContext* ctx_) {
     }
   }
   const auto& outs = fn.outputs();
-  rec.outs.resize(outs.size());
+  put(static_cast<int64_t>(outs.size()));
   t_describing_outputs = true;
-  for (size_t i = 0; i < outs.size(); i++) convert(rec, outs[i], rec.outs[i]);
+  for (const auto& o : outs) convert(o, K_OTHER);
   t_describing_outputs = false;
   t_inputs.clear();
   in.clear();
+  S.nrecs++;
+}
+
+// forget every record (the tape keeps its memory)
+void clear() {
+  S.tape.clear();
+  S.extras.clear();
+  S.nrecs = 0;
+  S.unsupported = false;
 }
 
 // ---- Python side ----------------------------------------------------------------------------------
 
-PyObject* to_py_plain(const c10::IValue& iv, int8_t arg_kind) {
-  if (iv.isInt()) {
-    int64_t x = iv.toInt();
-    PyObject* table = arg_kind == K_DTYPE ? g_dtypes : arg_kind == K_LAYOUT ? g_layouts
-                    : arg_kind == K_MEMFMT ? g_memfmts : nullptr;
-    if (table != nullptr && x >= 0 && x < PyList_GET_SIZE(table)) {
-      PyObject* o = PyList_GET_ITEM(table, x);
-      if (o != Py_None) {
-        Py_INCREF(o);
-        return o;
-      }
-    }
-    return PyLong_FromLongLong(x);
-  }
-  if (iv.isBool()) return PyBool_FromLong(iv.toBool());
-  if (iv.isDouble()) return PyFloat_FromDouble(iv.toDouble());
-  if (iv.isComplexDouble()) {
-    auto c = iv.toComplexDouble();
-    return PyComplex_FromDoubles(c.real(), c.imag());
-  }
+// a string or device kept beside the tape
+PyObject* extra_to_py(const c10::IValue& iv) {
   if (iv.isString()) return PyUnicode_FromString(iv.toStringRef().c_str());
   if (iv.isDevice()) return PyObject_CallFunction(g_device, "s", iv.toDevice().str().c_str());
-  if (iv.isIntList()) {
-    auto l = iv.toIntVector();
-    PyObject* out = PyList_New(static_cast<Py_ssize_t>(l.size()));
-    for (size_t i = 0; i < l.size(); i++) PyList_SET_ITEM(out, i, PyLong_FromLongLong(l[i]));
-    return out;
-  }
-  if (iv.isDoubleList()) {
-    auto l = iv.toDoubleVector();
-    PyObject* out = PyList_New(static_cast<Py_ssize_t>(l.size()));
-    for (size_t i = 0; i < l.size(); i++) PyList_SET_ITEM(out, i, PyFloat_FromDouble(l[i]));
-    return out;
-  }
-  if (iv.isBoolList()) {
-    auto l = iv.toBoolList();
-    PyObject* out = PyList_New(static_cast<Py_ssize_t>(l.size()));
-    for (size_t i = 0; i < l.size(); i++) PyList_SET_ITEM(out, i, PyBool_FromLong(l.get(i)));
-    return out;
-  }
   Py_RETURN_NONE;
+}
+
+PyObject* table_item(PyObject* table, int64_t x) {
+  if (table != nullptr && x >= 0 && x < PyList_GET_SIZE(table)) {
+    PyObject* o = PyList_GET_ITEM(table, x);
+    if (o != Py_None) {
+      Py_INCREF(o);
+      return o;
+    }
+  }
+  return PyLong_FromLongLong(x);
+}
+
+inline double from_bits(int64_t b) {
+  double d;
+  std::memcpy(&d, &b, sizeof d);
+  return d;
 }
 
 PyObject* device_name(int16_t type) {
@@ -395,51 +408,105 @@ PyObject* device_name(int16_t type) {
   return o;
 }
 
-// A TensorMeta: (shape, dtype, device, storage_key, storage_nbytes, requires_grad, numel, nbytes)
-PyObject* meta_to_py(const Meta& m) {
-  PyObject* shape = g_size->tp_alloc(g_size, static_cast<Py_ssize_t>(m.shape.size()));
+// A TensorMeta (shape, dtype, device, storage_key, storage_nbytes, requires_grad, numel, nbytes) from a
+// T_TENSOR payload: ndim, sizes..., dtype, device type, requires_grad, storage, storage nbytes, numel, nbytes
+PyObject* meta_to_py(const int64_t* p) {
+  int64_t ndim = p[0];
+  PyObject* shape = g_size->tp_alloc(g_size, static_cast<Py_ssize_t>(ndim));
   if (shape == nullptr) return nullptr;
-  for (size_t i = 0; i < m.shape.size(); i++) PyTuple_SET_ITEM(shape, i, PyLong_FromLongLong(m.shape[i]));
+  for (int64_t i = 0; i < ndim; i++) PyTuple_SET_ITEM(shape, i, PyLong_FromLongLong(p[1 + i]));
+  const int64_t* q = p + 1 + ndim;
   PyObject* t = g_meta->tp_alloc(g_meta, 8);
   if (t == nullptr) {
     Py_DECREF(shape);
     return nullptr;
   }
-  PyObject* dtype = (m.dtype >= 0 && m.dtype < PyList_GET_SIZE(g_dtypes)) ? PyList_GET_ITEM(g_dtypes, m.dtype) : Py_None;
+  PyObject* dtype = (q[0] >= 0 && q[0] < PyList_GET_SIZE(g_dtypes)) ? PyList_GET_ITEM(g_dtypes, q[0]) : Py_None;
   Py_INCREF(dtype);
-  PyObject* dev = device_name(m.device_type);
+  PyObject* dev = device_name(static_cast<int16_t>(q[1]));
   Py_INCREF(dev);
   PyTuple_SET_ITEM(t, 0, shape);
   PyTuple_SET_ITEM(t, 1, dtype);
   PyTuple_SET_ITEM(t, 2, dev);
-  PyTuple_SET_ITEM(t, 3, PyLong_FromSsize_t(m.storage));
-  PyTuple_SET_ITEM(t, 4, PyLong_FromLongLong(m.storage_nbytes));
-  PyTuple_SET_ITEM(t, 5, PyBool_FromLong(m.requires_grad));
-  PyTuple_SET_ITEM(t, 6, PyLong_FromLongLong(m.numel));
-  PyTuple_SET_ITEM(t, 7, PyLong_FromLongLong(m.nbytes));
+  PyTuple_SET_ITEM(t, 3, PyLong_FromSsize_t(static_cast<Py_ssize_t>(q[3])));
+  PyTuple_SET_ITEM(t, 4, PyLong_FromLongLong(q[4]));
+  PyTuple_SET_ITEM(t, 5, PyBool_FromLong(q[2]));
+  PyTuple_SET_ITEM(t, 6, PyLong_FromLongLong(q[5]));
+  PyTuple_SET_ITEM(t, 7, PyLong_FromLongLong(q[6]));
   return t;
 }
 
-// A value as the mode receives it; every tensor's TensorMeta is appended to `found` when it is given.
-PyObject* val_to_py(const Val& v, const std::vector<PyObject*>& metas, PyObject* found) {
-  switch (v.kind) {
-    case 1: {
-      PyObject* m = metas[v.meta];
-      if (found != nullptr) PyList_Append(found, m);
-      Py_INCREF(m);
-      return m;
-    }
-    case 2: {
-      PyObject* out = PyList_New(static_cast<Py_ssize_t>(v.items.size()));
-      for (size_t i = 0; i < v.items.size(); i++) PyList_SET_ITEM(out, i, val_to_py(v.items[i], metas, found));
-      return out;
-    }
-    case 3:
-      Py_RETURN_NONE;
-    default:
-      return to_py_plain(v.iv, v.arg_kind);
+// Reads values off the tape, making the Python objects a dispatch mode receives. One TensorMeta per
+// distinct description: an op's output is usually the next op's input.
+struct Reader {
+  const int64_t* p;
+  std::unordered_map<std::string, PyObject*> cache;
+  std::string key;
+
+  ~Reader() {
+    for (auto& kv : cache) Py_DECREF(kv.second);
   }
-}
+
+  PyObject* tensor() {
+    int64_t ndim = p[0];
+    size_t words = static_cast<size_t>(ndim) + 8;  // ndim, sizes, 7 fields
+    key.assign(reinterpret_cast<const char*>(p), words * sizeof(int64_t));
+    PyObject* o;
+    auto it = cache.find(key);
+    if (it != cache.end()) {
+      o = it->second;
+    } else {
+      o = meta_to_py(p);
+      cache.emplace(key, o);
+    }
+    p += words;
+    Py_INCREF(o);
+    return o;
+  }
+
+  // the next value; every tensor's TensorMeta is appended to `found` when it is given
+  PyObject* value(PyObject* found) {
+    int64_t tag = *p++;
+    switch (tag) {
+      case T_TENSOR: {
+        PyObject* m = tensor();
+        if (found != nullptr) PyList_Append(found, m);
+        return m;
+      }
+      case T_LIST: {
+        int64_t n = *p++;
+        PyObject* out = PyList_New(static_cast<Py_ssize_t>(n));
+        for (int64_t i = 0; i < n; i++) PyList_SET_ITEM(out, i, value(found));
+        return out;
+      }
+      case T_INT: return PyLong_FromLongLong(*p++);
+      case T_DTYPE: return table_item(g_dtypes, *p++);
+      case T_LAYOUT: return table_item(g_layouts, *p++);
+      case T_MEMFMT: return table_item(g_memfmts, *p++);
+      case T_DOUBLE: return PyFloat_FromDouble(from_bits(*p++));
+      case T_BOOL: return PyBool_FromLong(*p++);
+      case T_COMPLEX: {
+        double re = from_bits(p[0]), im = from_bits(p[1]);
+        p += 2;
+        return PyComplex_FromDoubles(re, im);
+      }
+      case T_INTLIST:
+      case T_DOUBLELIST:
+      case T_BOOLLIST: {
+        int64_t n = *p++;
+        PyObject* out = PyList_New(static_cast<Py_ssize_t>(n));
+        for (int64_t i = 0; i < n; i++) {
+          int64_t x = *p++;
+          PyList_SET_ITEM(out, i, tag == T_INTLIST ? PyLong_FromLongLong(x)
+                                  : tag == T_DOUBLELIST ? PyFloat_FromDouble(from_bits(x)) : PyBool_FromLong(x));
+        }
+        return out;
+      }
+      case T_EXTRA: return extra_to_py(S.extras[*p++]);
+      default: Py_RETURN_NONE;  // T_NONE, T_SKIP
+    }
+  }
+};
 
 PyObject* py_configure(PyObject*, PyObject* args) {
   PyObject *dtypes, *layouts, *memfmts, *device, *size, *meta, *event;
@@ -476,8 +543,14 @@ PyObject* py_start(PyObject*, PyObject*) {
     return nullptr;
   }
   if (at::hasCallbacks() || !at::isRecordFunctionEnabled()) Py_RETURN_FALSE;
-  S.recs.clear();
+  clear();
+  // room reserved before the run (see the note at the top); kept for the next run
+  if (S.tape.capacity() < (1u << 18)) S.tape.reserve(1u << 18);
+  if (S.pending.capacity() < 64) S.pending.reserve(64);
+  if (S.extras.capacity() < 256) S.extras.reserve(256);
+  if (t_inputs.capacity() < 64) t_inputs.reserve(64);
   S.paused = 0;
+  S.calls = 0;
   S.modules.assign(1, 0);
   S.owner = PyThread_get_thread_ident();
   S.handle = at::addThreadLocalCallback(
@@ -492,6 +565,8 @@ PyObject* py_stop(PyObject*, PyObject*) {
     at::removeCallback(S.handle);
     at::enableRecordFunction(true);
     S.active = false;
+    S.open = false;
+    S.pending.clear();
   }
   Py_RETURN_NONE;
 }
@@ -539,12 +614,14 @@ PyObject* py_enum_names(PyObject*, PyObject*) {
   return Py_BuildValue("(NN)", layouts, memfmts);
 }
 
+PyObject* py_calls(PyObject*, PyObject*) { return PyLong_FromLongLong(S.calls); }
+
 PyObject* py_clear(PyObject*, PyObject*) {
-  S.recs.clear();
+  clear();
   Py_RETURN_NONE;
 }
 
-PyObject* py_position(PyObject*, PyObject*) { return PyLong_FromSize_t(S.recs.size()); }
+PyObject* py_position(PyObject*, PyObject*) { return PyLong_FromSize_t(S.nrecs); }
 
 // the op table: id -> (name, overload name)
 PyObject* py_ops(PyObject*, PyObject*) {
@@ -562,79 +639,85 @@ PyObject* py_ops(PyObject*, PyObject*) {
 PyObject* py_drain(PyObject*, PyObject* args) {
   PyObject *plans, *paths;
   if (!PyArg_ParseTuple(args, "O!O!", &PyList_Type, &plans, &PyList_Type, &paths)) return nullptr;
-  bool unsupported = false;
-  for (const auto& rec : S.recs) unsupported = unsupported || rec.unsupported;
-  if (unsupported || g_event == nullptr) {
-    S.recs.clear();
+  if (S.unsupported || g_event == nullptr) {
+    clear();
     Py_RETURN_NONE;
   }
-  PyObject* out = PyList_New(static_cast<Py_ssize_t>(S.recs.size()));
+  PyObject* out = PyList_New(static_cast<Py_ssize_t>(S.nrecs));
   if (out == nullptr) return nullptr;
-  // one TensorMeta per distinct description: an op's output is usually the next op's input
-  std::unordered_map<std::string, PyObject*> cache;
-  std::string key;
-  auto meta_obj = [&](const Meta& m) -> PyObject* {
-    key.assign(reinterpret_cast<const char*>(m.shape.data()), m.shape.size() * sizeof(int64_t));
-    int64_t fields[6] = {m.dtype, m.device_type, m.requires_grad, m.storage, m.storage_nbytes,
-                         static_cast<int64_t>(m.shape.size())};
-    key.append(reinterpret_cast<const char*>(fields), sizeof(fields));
-    auto it = cache.find(key);
-    if (it != cache.end()) return it->second;
-    PyObject* o = meta_to_py(m);
-    cache.emplace(key, o);
-    return o;
-  };
+  Reader rd{S.tape.data()};
   PyObject* forward = PyUnicode_InternFromString("forward");
   PyObject* empty = PyTuple_New(0);
   bool failed = false;
-  for (size_t r = 0; r < S.recs.size() && !failed; r++) {
-    const Rec& rec = S.recs[r];
-    PyObject* plan = PyList_GET_ITEM(plans, rec.op);
-    std::vector<PyObject*> metas;
-    metas.reserve(rec.metas.size());
-    for (const auto& m : rec.metas) metas.push_back(meta_obj(m));
-    const auto& schema_args = S.ops[rec.op]->schema->arguments();
+  for (size_t r = 0; r < S.nrecs; r++) {
+    int64_t op = *rd.p++;
+    int64_t module = *rd.p++;
+    int64_t npos = *rd.p++;
+    int64_t nkw = *rd.p++;
+    const int64_t* kws = rd.p;
+    rd.p += nkw;
+    int64_t nslots = *rd.p++;
+    PyObject* plan = PyList_GET_ITEM(plans, op);
+    const auto& schema_args = S.ops[op]->schema->arguments();
     PyObject* inputs = PyList_New(0);
-    PyObject* args_t = PyTuple_New(static_cast<Py_ssize_t>(rec.npos));
-    for (size_t i = 0; i < rec.npos; i++) PyTuple_SET_ITEM(args_t, i, val_to_py(rec.args[i], metas, inputs));
+    PyObject* args_t = PyTuple_New(static_cast<Py_ssize_t>(npos));
     PyObject* kwargs = PyDict_New();
-    for (int i : rec.kwargs) {
-      bool is_out = schema_args[i].name() == "out";
-      PyObject* v = val_to_py(rec.args[i], metas, is_out ? nullptr : inputs);
-      PyDict_SetItemString(kwargs, schema_args[i].name().c_str(), v);
-      Py_DECREF(v);
+    int64_t k = 0;
+    for (int64_t i = 0; i < nslots; i++) {
+      if (i < npos) {
+        PyTuple_SET_ITEM(args_t, i, rd.value(inputs));
+      } else if (k < nkw && kws[k] == i) {
+        k++;
+        const auto& name = schema_args[i].name();
+        PyObject* v = rd.value(name == "out" ? nullptr : inputs);
+        PyDict_SetItemString(kwargs, name.c_str(), v);
+        Py_DECREF(v);
+      } else {
+        Py_DECREF(rd.value(nullptr));  // a skipped slot, or a defaulted keyword
+      }
     }
     // outputs as the Python capture flattens them: a tensor; a list of tensors; a tuple of returns of
     // which at least one is a tensor, each tensor or list of tensors flattened
+    int64_t nouts = *rd.p++;
     PyObject* outputs = PyList_New(0);
-    bool any = rec.outs.size() == 1;
-    for (const auto& v : rec.outs) any = any || v.kind == 1;
-    if (any)
-      for (const auto& v : rec.outs) Py_DECREF(val_to_py(v, metas, outputs));
+    PyObject* returned = PyList_New(0);
+    bool any = nouts == 1;
+    for (int64_t i = 0; i < nouts; i++) {
+      bool tensor = *rd.p == T_TENSOR;
+      any = any || tensor;
+      PyObject* v = rd.value(returned);
+      Py_DECREF(v);
+    }
+    if (any) {
+      Py_DECREF(outputs);
+      outputs = returned;
+    } else {
+      Py_DECREF(returned);
+    }
     // the storages the op allocated, by its schema (see tracer._State.record_op)
     bool fresh = PyObject_IsTrue(PyTuple_GET_ITEM(plan, 3));
     bool lifts = PyObject_IsTrue(PyTuple_GET_ITEM(plan, 4));
     PyObject* created = PyList_New(0);
     Py_ssize_t nout = PyList_GET_SIZE(outputs), nin = PyList_GET_SIZE(inputs);
     if (fresh || lifts) {
-      std::vector<intptr_t> seen;
+      std::vector<Py_ssize_t> seen;
       if (fresh)
         for (Py_ssize_t i = 0; i < nin; i++) seen.push_back(PyLong_AsSsize_t(PyTuple_GET_ITEM(PyList_GET_ITEM(inputs, i), 3)));
       for (Py_ssize_t i = 0; i < nout; i++) {
         PyObject* t = PyList_GET_ITEM(outputs, i);
-        intptr_t k = PyLong_AsSsize_t(PyTuple_GET_ITEM(t, 3));
+        Py_ssize_t key = PyLong_AsSsize_t(PyTuple_GET_ITEM(t, 3));
         if (fresh) {
           bool dup = false;
-          for (auto x : seen) dup = dup || x == k;
+          for (auto x : seen) dup = dup || x == key;
           if (dup) continue;
-          seen.push_back(k);
+          seen.push_back(key);
         }
         PyObject* pair = PyTuple_Pack(2, PyTuple_GET_ITEM(t, 3), PyTuple_GET_ITEM(t, 4));
         PyList_Append(created, pair);
         Py_DECREF(pair);
       }
     }
-    PyObject* path = PyList_GET_ITEM(paths, rec.module);
+    PyObject* path = PyList_GET_ITEM(paths, module);
     PyObject* argv[12] = {PyLong_FromSize_t(r), PyTuple_GET_ITEM(plan, 0), path, forward, args_t, kwargs,
                           PyList_AsTuple(inputs), PyList_AsTuple(outputs), PyList_AsTuple(created), empty,
                           PyTuple_GET_ITEM(plan, 2), PyTuple_GET_ITEM(plan, 1)};
@@ -654,10 +737,9 @@ PyObject* py_drain(PyObject*, PyObject* args) {
     }
     PyList_SET_ITEM(out, r, ev);
   }
-  for (auto& kv : cache) Py_DECREF(kv.second);
   Py_DECREF(forward);
   Py_DECREF(empty);
-  S.recs.clear();
+  clear();
   if (failed) {
     Py_DECREF(out);
     return nullptr;
@@ -675,6 +757,7 @@ PyMethodDef methods[] = {
     {"resume", py_resume, METH_NOARGS, "undo one pause()"},
     {"enum_names", py_enum_names, METH_NOARGS, "the names of c10's Layout and MemoryFormat values, in order"},
     {"clear", py_clear, METH_NOARGS, "forget every record"},
+    {"calls", py_calls, METH_NOARGS, "the dispatcher calls seen since start(), recorded or not"},
     {"position", py_position, METH_NOARGS, "the number of ops recorded so far"},
     {"ops", py_ops, METH_NOARGS, "the op table: id -> (name, overload name)"},
     {"drain", py_drain, METH_VARARGS, "the records as OpEvents (None if one needs the Python capture); the recorder is emptied"},
