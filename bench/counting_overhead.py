@@ -4,6 +4,8 @@ For each model, on the same input, this times
 
 * ``plain``        a ``torch.no_grad()`` forward (the reference),
 * ``modelmeter``   ``modelmeter.profile(model, x, device="cpu")`` (real tensors, full report),
+* ``mm-python``    the same with ``MODELMETER_NATIVE=0``: the Python dispatch-mode capture instead of the
+                   native recorder (same counts; checked),
 * ``mm-meta``      ``modelmeter.profile(model, x)`` (the default: meta tensors, no weights touched),
 * ``fcm``          PyTorch's ``FlopCounterMode(display=False)`` around a ``no_grad`` forward,
 * ``fvcore``       ``FlopCountAnalysis(model, inputs).total()``            (if installed),
@@ -182,7 +184,7 @@ def t_modelmeter(case: Case, detail: bool) -> dict[str, Any]:
     t = r.totals
     out = {"macs": t.macs, "flops": t.flops, "matmul_flops": t.matmul_flops, "params": t.params, "ops": t.ops,
            "bytes_read": t.bytes_read, "bytes_written": t.bytes_written,
-           "uncounted_ops": [[u.op, u.calls] for u in r.uncounted_ops]}
+           "uncounted_ops": [[u.op, u.calls] for u in r.uncounted_ops], "capture": r.provenance.capture}
     if detail:  # a digest of the whole report with every event
         import hashlib
         import json
@@ -190,6 +192,22 @@ def t_modelmeter(case: Case, detail: bool) -> dict[str, Any]:
         text = json.dumps(r.to_dict(include_events=True), sort_keys=True, default=str)
         out["report_sha1"] = hashlib.sha1(text.encode()).hexdigest()
     return out
+
+
+def t_modelmeter_python(case: Case, detail: bool) -> dict[str, Any]:
+    """``modelmeter`` with the native recorder off (``MODELMETER_NATIVE=0``): the Python capture."""
+    saved = os.environ.get("MODELMETER_NATIVE")
+    os.environ["MODELMETER_NATIVE"] = "0"
+    try:
+        r = modelmeter.profile(case.model, case.mm_inputs(), device="cpu")
+    finally:
+        if saved is None:
+            del os.environ["MODELMETER_NATIVE"]
+        else:
+            os.environ["MODELMETER_NATIVE"] = saved
+    t = r.totals
+    return {"macs": t.macs, "flops": t.flops, "matmul_flops": t.matmul_flops, "params": t.params, "ops": t.ops,
+            "bytes_read": t.bytes_read, "bytes_written": t.bytes_written, "capture": r.provenance.capture}
 
 
 def t_modelmeter_meta(case: Case, detail: bool) -> dict[str, Any]:
@@ -310,6 +328,7 @@ TOOLS: dict[str, tuple[Callable[[Case, bool], dict[str, Any]], str | None]] = {
     # name: (function, module that must be importable)
     "plain": (t_plain, None),
     "modelmeter": (t_modelmeter, None),
+    "mm-python": (t_modelmeter_python, None),
     "mm-meta": (t_modelmeter_meta, None),
     "fcm": (t_fcm, None),
     "fvcore": (t_fvcore, "fvcore"),
@@ -411,7 +430,7 @@ def render(results: list[dict[str, Any]], tools: list[str], summary: dict[str, A
     ctab.add_column("model")
     ctab.add_column("mm MACs", justify="right")
     ctab.add_column("mm FLOPs", justify="right")
-    peers = [t for t in tools if t not in ("plain", "modelmeter", "mm-meta", *OPTIONAL)]
+    peers = [t for t in tools if t not in ("plain", "modelmeter", "mm-python", "mm-meta", *OPTIONAL)]
     for t in peers:
         ctab.add_column(t, justify="right")
     for r in results:
@@ -470,8 +489,17 @@ def main(argv: list[str] | None = None) -> int:
     gm = {t: geomean([r["ratio_to_plain"].get(t) for r in results]) for t in tools}
     gm_paired = {t: geomean([r["paired_ratio_median"].get(t) for r in results]) for t in tools}
     gn = {t: sum(1 for r in results if t in r["ratio_to_plain"]) for t in tools}
+    # the native recorder and the Python capture must count the same (and the native one must have run)
+    same = {}
+    for r in results:
+        a_, b_ = r["counts"].get("modelmeter"), r["counts"].get("mm-python")
+        if a_ and b_:
+            keys = ("macs", "flops", "bytes_read", "bytes_written")
+            same[r["name"]] = all(a_[k] == b_[k] for k in keys) and (a_["capture"], b_["capture"]) == (
+                "native", "dispatch-mode")
     summary = {
         "geomean_ratio": gm, "geomean_paired_ratio": gm_paired, "geomean_n": gn,
+        "native_counts_equal_python": same,
         "target_ratio": TARGET_RATIO,
         "modelmeter_meets_target": gm.get("modelmeter", float("inf")) <= TARGET_RATIO,
         "wall_s": time.perf_counter() - started,
@@ -497,6 +525,13 @@ def main(argv: list[str] | None = None) -> int:
         "models": results,
     }
     render(results, tools, summary)
+    differ = [n for n, ok in same.items() if not ok]
+    if differ:
+        console().print(f"[red]modelmeter and mm-python differ (or the native recorder did not run) on: "
+                        f"{', '.join(differ)}[/]")
+    elif same:
+        console().print(f"modelmeter (native recorder) and mm-python (Python capture): the same MACs, FLOPs and "
+                        f"bytes on all {len(same)} models")
     if not a.no_write:
         default = "counting_overhead_diagnostics" if a.diagnostics else "counting_overhead"
         path = write_results(a.out or default, payload)

@@ -148,7 +148,7 @@ def repeats(*names: str) -> None:
     """Geometric means of several recorded runs of the counting-overhead benchmark, side by side."""
     names = names or ("counting_overhead", "counting_overhead_repeat2", "counting_overhead_repeat3")
     runs = [load(n) for n in names]
-    tools = [t for t in runs[0]["settings"]["tools"] if t != "plain"]
+    tools = list(dict.fromkeys(t for d in runs for t in d["settings"]["tools"] if t != "plain"))
     print("| run | commit | date (UTC) | load average at start / end | " + " | ".join(tools) + " |")
     print("| --- | --- | --- | --- | " + " | ".join("---:" for _ in tools) + " |")
     for n, d in zip(names, runs):
