@@ -500,3 +500,34 @@ def test_a_failure_after_reads_answered_without_values_says_so() -> None:
     assert "first in '(root)'" in text and "--device cpu" in text
     assert len(text.splitlines()) == 1
     assert mm.profile(ReadsLength(), torch.randn(3, 4)).totals.ops > 0  # with a real buffer, its value is known
+
+
+class _ConvPoolLinear(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3)
+        self.fc = nn.Linear(8 * 3 * 3, 4)
+
+    def forward(self, x):  # x: 1x3x8x8
+        y = F.adaptive_avg_pool2d(self.conv(x), 3)  # conv2d and adaptive_avg_pool2d: CompositeImplicitAutograd
+        return self.fc(y.flatten(1))
+
+
+@pytest.mark.parametrize("device", ["meta", "cpu", "cpu-python"])
+def test_inference_mode_counts_the_same(device: str, monkeypatch) -> None:
+    # Under torch.inference_mode() autograd is off for the tensors, so a dispatch mode receives
+    # CompositeImplicitAutograd ops (conv2d, linear, adaptive_avg_pool2d) whole instead of the ops they
+    # decompose into; the capture decomposes them with the mode on. Before, conv2d went uncounted.
+    if device == "cpu-python":
+        monkeypatch.setenv("MODELMETER_NATIVE", "0")
+    torch.manual_seed(0)
+    m, x = _ConvPoolLinear().eval(), torch.randn(1, 3, 8, 8)
+    dev = device.split("-")[0]
+    plain = mm.profile(m, x, device=dev)
+    with torch.inference_mode():
+        inside = mm.profile(m, x, device=dev)
+    # conv: 8 filters x 6x6 outputs x 27 MACs = 7776; linear: 72 x 4 = 288 -> 8064 MACs
+    assert plain.totals.macs == inside.totals.macs == 7776 + 288
+    assert inside.uncounted_ops == []
+    assert _counts(plain) == _counts(inside)
+    assert [e.op for e in plain.events] == [e.op for e in inside.events]

@@ -115,6 +115,10 @@ class _OpPlan(NamedTuple):
     # its output not left uninitialized)
     written: tuple[tuple[int, str], ...] = ()
     evaluable: bool = False
+    # a CompositeImplicitAutograd op (conv2d, linear): decomposed above autograd, so a dispatch mode sees
+    # the ops it calls, except where autograd is off for the tensors (inference_mode), when the mode
+    # receives the op itself; it is then decomposed with the mode on (as FakeTensorMode does)
+    cia: bool = False
 
 
 _PLANS: dict[int, _OpPlan] = {}
@@ -150,8 +154,10 @@ def _plan(func: Any) -> _OpPlan:
                         if a.alias_info is not None and a.alias_info.is_write)
         evaluable = (torch.Tag.nondeterministic_seeded not in getattr(func, "tags", ())
                      and getattr(func, "__name__", "").split(".")[0] not in NO_VALUE_OPS)
+    name = getattr(func, "name", None)
+    cia = callable(name) and torch._C._dispatch_has_kernel_for_dispatch_key(name(), "CompositeImplicitAutograd")
     plan = _PLANS[id(func)] = _OpPlan(func, str(func), is_view, positions, keywords, direct, fresh,
-                                      func is _LIFT_FRESH, written, evaluable)
+                                      func is _LIFT_FRESH, written, evaluable, cia)
     return plan
 
 
@@ -176,6 +182,9 @@ class _Recorder(TorchDispatchMode):
         plan = _PLANS.get(id(func))
         if plan is None:
             plan = _plan(func)
+        if plan.cia:
+            with self:
+                return func.decompose(*args, **(kwargs or {}))
         known = False
         if s.values is not None:  # a meta run: values kept where they are known (capture/values.py)
             out, known = s.values.dispatch(func, plan, args, kwargs, s.meta_op)
