@@ -117,8 +117,9 @@ class _OpPlan(NamedTuple):
     evaluable: bool = False
     # a CompositeImplicitAutograd op (conv2d, linear): decomposed above autograd, so a dispatch mode sees
     # the ops it calls, except where autograd is off for the tensors (inference_mode), when the mode
-    # receives the op itself; it is then decomposed with the mode on (as FakeTensorMode does)
-    cia: bool = False
+    # receives the op itself; it is then decomposed with the mode on (as FakeTensorMode does). The device
+    # types where its composite kernel is the one that runs (see decomposes_above_autograd), or False.
+    cia: Any = False
 
 
 _PLANS: dict[int, _OpPlan] = {}
@@ -155,10 +156,38 @@ def _plan(func: Any) -> _OpPlan:
         evaluable = (torch.Tag.nondeterministic_seeded not in getattr(func, "tags", ())
                      and getattr(func, "__name__", "").split(".")[0] not in NO_VALUE_OPS)
     name = getattr(func, "name", None)
-    cia = callable(name) and torch._C._dispatch_has_kernel_for_dispatch_key(name(), "CompositeImplicitAutograd")
+    cia: Any = callable(name) and decomposes_above_autograd(name())
     plan = _PLANS[id(func)] = _OpPlan(func, str(func), is_view, positions, keywords, direct, fresh,
                                       func is _LIFT_FRESH, written, evaluable, cia)
     return plan
+
+
+_DEVICE_KERNELS = {"cpu": "CPU", "cuda": "CUDA", "meta": "Meta"}
+
+
+def decomposes_above_autograd(name: str) -> frozenset[str] | bool:
+    """Where an op's CompositeImplicitAutograd kernel runs in place of a kernel of its own, so that a
+    dispatch mode sees the ops it calls, not the op: False nowhere (no composite kernel, or a
+    device-independent one of its own), else the device types on which it does (conv2d and linear: all;
+    silu_backward: none of CPU, CUDA and meta, which have kernels; _fused_rms_norm: all but CUDA). The
+    native recorder applies the same rule for the CPU (recorder.cpp, ``info_of_handle``)."""
+    has = torch._C._dispatch_has_kernel_for_dispatch_key
+    if not has(name, "CompositeImplicitAutograd") or has(name, "CompositeExplicitAutograd") \
+            or has(name, "CompositeExplicitAutogradNonFunctional"):
+        return False
+    devices = frozenset(d for d, key in _DEVICE_KERNELS.items() if not has(name, key))
+    return devices or False
+
+
+def _device_of(args: tuple, kwargs: dict | None) -> str | None:
+    for a in (*args, *(kwargs or {}).values()):
+        if isinstance(a, Tensor):
+            return a.device.type
+        if isinstance(a, (list, tuple)):
+            for b in a:
+                if isinstance(b, Tensor):
+                    return b.device.type
+    return None
 
 
 def _is_view_op(func: Any) -> bool:
@@ -182,7 +211,7 @@ class _Recorder(TorchDispatchMode):
         plan = _PLANS.get(id(func))
         if plan is None:
             plan = _plan(func)
-        if plan.cia:
+        if plan.cia and _device_of(args, kwargs) in plan.cia:
             with self:
                 return func.decompose(*args, **(kwargs or {}))
         known = False

@@ -129,7 +129,15 @@ OpInfo* info_of_handle(const char* key, const std::optional<c10::OperatorHandle>
   if (it != S.infos.end()) return it->second.get();
   auto info = std::make_unique<OpInfo>();
   if (handle && handle->hasSchema()) {
-    info->visible = !handle->hasKernelForDispatchKey(c10::DispatchKey::CompositeImplicitAutograd);
+    // a CompositeImplicitAutograd kernel that runs in place of a CPU kernel of the op's own decomposes
+    // above the Python key (conv2d, linear; _fused_rms_norm, whose own kernel is CUDA's); one beside a
+    // CPU kernel does not (silu_backward, native_channel_shuffle). The rule of
+    // tracer.decomposes_above_autograd, for the CPU.
+    bool own = false;
+    for (auto k : {c10::DispatchKey::CPU, c10::DispatchKey::CompositeExplicitAutograd,
+                   c10::DispatchKey::CompositeExplicitAutogradNonFunctional})
+      own = own || handle->hasKernelForDispatchKey(k);
+    info->visible = own || !handle->hasKernelForDispatchKey(c10::DispatchKey::CompositeImplicitAutograd);
     info->schema = &handle->schema();
     const auto& args = info->schema->arguments();
     info->kinds.reserve(args.size());
