@@ -377,6 +377,11 @@ CASES = {
     "misc": (Misc, lambda: torch.randn(2, 4, 6, 6)),
     "more_args": (MoreArgs, lambda: torch.randn(2, 8, 16)),
     "custom_op": (UsesCustomOp, lambda: torch.randn(3, 4)),
+    # ops with a composite kernel beside kernels of their own (native_channel_shuffle has a CPU kernel and is
+    # recorded whole; rms_norm runs _fused_rms_norm unobserved, whose CPU kernel is the composite one)
+    "shuffle_mish_rmsnorm": (lambda: nn.Sequential(nn.Conv2d(4, 8, 1), nn.ChannelShuffle(2), nn.Mish(),
+                                                   nn.Flatten(2), nn.RMSNorm(36)),
+                             lambda: torch.randn(1, 4, 6, 6)),
 }
 for _name, _fn in ONE_OP.items():
     CASES[f"op_{_name}"] = ((lambda fn=_fn: OneOp(fn)), lambda: torch.randn(2, 4, 6, 6))

@@ -137,8 +137,16 @@ def load() -> ModuleType | None:
         mod: ModuleType | None = None
         try:
             target = cache_dir() / f"_recorder-{_build_key()}{sysconfig.get_config_var('EXT_SUFFIX') or '.so'}"
+            failed = target.with_name(target.name + ".failed")
             if not target.exists():
-                _build(target)
+                if failed.exists():  # a build that failed here before is not tried again in every process
+                    raise RuntimeError(failed.read_text().strip() + f" (earlier build; delete {failed} to retry)")
+                try:
+                    _build(target)
+                except Exception as exc:
+                    failed.parent.mkdir(parents=True, exist_ok=True)
+                    failed.write_text(f"{type(exc).__name__}: {exc}")
+                    raise
             spec = importlib.util.spec_from_file_location(
                 "modelmeter.capture.native._recorder", target,
                 loader=importlib.machinery.ExtensionFileLoader("modelmeter.capture.native._recorder", str(target)),
