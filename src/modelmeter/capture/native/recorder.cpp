@@ -29,6 +29,7 @@
 #include <memory>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <unordered_map>
 #include <vector>
 
@@ -73,6 +74,7 @@ struct State {
   bool open = false;         // a recorded op is running (RecordFunction is off until it returns)
   bool unsupported = false;  // a value met that only the Python capture describes
   unsigned long owner = 0;
+  std::thread::id owner_tid;
   std::vector<int> modules{0};
   // record: op id, module id, npos, nkw, kw indices..., nslots, values..., nouts, values...
   std::vector<int64_t> tape;
@@ -298,6 +300,9 @@ void convert(const c10::IValue& iv, int8_t arg_kind) {
 }
 
 std::unique_ptr<at::ObserverContext> on_enter(const at::RecordFunction& fn) {
+  // at::parallel_for hands the thread-local callbacks to its worker threads: only the thread that
+  // started the recorder records (inside a recorded op RecordFunction is off anyway)
+  if (std::this_thread::get_id() != S.owner_tid) return nullptr;
   S.calls++;
   if (S.paused) return nullptr;
   // a call PyTorch makes with the Python key excluded (torch.tensor's own empty and copy) is one a
@@ -320,7 +325,7 @@ std::unique_ptr<at::ObserverContext> on_enter(const at::RecordFunction& fn) {
 }
 
 void on_exit(const at::RecordFunction& fn, at::ObserverContext*) {
-  if (!S.open) return;
+  if (!S.open || std::this_thread::get_id() != S.owner_tid) return;
   S.open = false;
   at::enableRecordFunction(true);
   const OpInfo* info = S.pending_info;
@@ -561,6 +566,7 @@ PyObject* py_start(PyObject*, PyObject*) {
   S.calls = 0;
   S.modules.assign(1, 0);
   S.owner = PyThread_get_thread_ident();
+  S.owner_tid = std::this_thread::get_id();
   S.handle = at::addThreadLocalCallback(
       at::RecordFunctionCallback(on_enter, on_exit).needsInputs(true).needsOutputs(true).scopes(
           {at::RecordScope::FUNCTION}));
