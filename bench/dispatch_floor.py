@@ -10,7 +10,8 @@ far steadier on a shared machine than wall time), medians over interleaved round
 2. **A model's forward under each layer of the capture**: an empty mode; modelmeter's capture
    recording nothing (its dispatch mode, attention wrapper and module hooks); the same with
    ``nn.Module.__call__`` patched instead of global module hooks (an alternative that was measured,
-   not adopted); the capture recording every op; the whole ``profile()`` call.
+   not adopted); the capture recording every op; the whole ``profile()`` call with the Python capture;
+   the native recorder alone (no hooks, no events made); the whole ``profile()`` call with it.
 3. **Recording live vs replayed**: the same ops recorded during the forward (interleaved with the
    kernels) and replayed from a list in a tight loop afterwards.
 4. **The empty mode's cost per op with the caches flushed between ops**: a small conv in a loop, with
@@ -41,6 +42,7 @@ from counting_overhead import EmptyMode, NoRecordState  # noqa: E402
 from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 
 import modelmeter  # noqa: E402
+from modelmeter.capture import native  # noqa: E402
 from modelmeter.capture.tracer import _plan, _Recorder, _sdpa_wrapped, _State, capturing  # noqa: E402
 
 
@@ -178,12 +180,33 @@ def model_layers(name: str, rounds: int) -> dict[str, Any]:
         finally:
             gc.enable()
 
+    def profile_python() -> None:
+        os.environ["MODELMETER_NATIVE"] = "0"  # the layers above are the Python capture's
+        try:
+            modelmeter.profile(model, x, device="cpu")
+        finally:
+            del os.environ["MODELMETER_NATIVE"]
+
+    def native_no_hooks() -> None:
+        rec = native.load()
+        if rec is None or not rec.start():
+            return
+        try:
+            with torch.no_grad():
+                model(x)
+        finally:
+            rec.stop()
+            rec.clear()
+
     def profile() -> None:
         modelmeter.profile(model, x, device="cpu")
 
     fns = {"plain forward": plain, "empty dispatch mode": empty_mode, "capture, recording nothing": capture_no_record,
            "capture with patched Module.__call__, recording nothing": patched_no_record,
-           "capture, recording every op": capture_record, "profile(device='cpu')": profile}
+           "capture, recording every op": capture_record,
+           "profile(device='cpu'), Python capture (MODELMETER_NATIVE=0)": profile_python,
+           "native recorder alone (no module hooks, no events made)": native_no_hooks,
+           "profile(device='cpu'), native recorder": profile}
     med = _median_cpu(fns, rounds)
 
     # 3. the same recording replayed: every op's (op, args, kwargs, output) kept from one forward
