@@ -358,6 +358,25 @@ def _ids():
     return torch.randint(0, 100, (1, 16))
 
 
+class Annotated(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(4, 4)
+
+    def forward(self, x):
+        with torch.profiler.record_function("block"):
+            y = self.lin(x)
+        with torch.autograd.profiler.record_function("act"):
+            return y.relu()
+
+
+def test_profiler_annotations_are_not_ops() -> None:
+    # t + addmm (the linear) and relu: 3 ops; the record_function enter/exit ops are not among them
+    for native_on in (False, True):
+        tr = run_capture(Annotated().eval(), torch.randn(2, 4), device="cpu", native=native_on)
+        assert [e.op for e in tr.events] == ["aten.t.default", "aten.addmm.default", "aten.relu.default"]
+
+
 IMAGE = (1, 3, 64, 64)
 CASES = {
     "resnet18": (_vision("resnet18"), lambda: torch.randn(IMAGE)),
@@ -379,6 +398,8 @@ CASES = {
     "custom_op": (UsesCustomOp, lambda: torch.randn(3, 4)),
     # ops with a composite kernel beside kernels of their own (native_channel_shuffle has a CPU kernel and is
     # recorded whole; rms_norm runs _fused_rms_norm unobserved, whose CPU kernel is the composite one)
+    # torch.profiler.record_function inside forward: its enter/exit ops are annotations, recorded by neither
+    "record_function": (lambda: Annotated(), lambda: torch.randn(2, 4)),
     "shuffle_mish_rmsnorm": (lambda: nn.Sequential(nn.Conv2d(4, 8, 1), nn.ChannelShuffle(2), nn.Mish(),
                                                    nn.Flatten(2), nn.RMSNorm(36)),
                              lambda: torch.randn(1, 4, 6, 6)),

@@ -91,12 +91,13 @@ def test_foreach_norm_and_mm():
 
 @pytest.mark.parametrize("optimizer", ["sgd", "sgd-momentum", "adam", "adamw"])
 def test_training_step_has_no_uncounted_ops(optimizer):
-    # the profiler markers torch.optim wraps a step in are counted as no arithmetic
+    # the profiler markers torch.optim wraps a step in (record_function's enter/exit ops) are annotations,
+    # not recorded (the native recorder never sees them either); the step's own ops all have rules
     m = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
     r = mm.profile(m, torch.randn(5, 4), train=True, optimizer=optimizer)
     assert r.uncounted_ops == []
-    markers = [e for e in r.events if e.op.startswith("profiler.")]
-    assert markers and all((e.bytes_read, e.bytes_written, e.flops) == (0, 0, 0) for e in markers)
+    assert not [e for e in r.events if e.op.startswith("profiler.")]
+    assert any(e.phase == "optimizer" for e in r.events)
 
 
 def test_adamw_through_profile():

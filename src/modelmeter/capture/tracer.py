@@ -120,6 +120,9 @@ class _OpPlan(NamedTuple):
     # receives the op itself; it is then decomposed with the mode on (as FakeTensorMode does). The device
     # types where its composite kernel is the one that runs (see decomposes_above_autograd), or False.
     cia: Any = False
+    # a profiler annotation (torch.profiler.record_function's enter/exit ops): run, not recorded; the
+    # native recorder never sees them either (RecordFunction does not observe them)
+    unrecorded: bool = False
 
 
 _PLANS: dict[int, _OpPlan] = {}
@@ -157,8 +160,9 @@ def _plan(func: Any) -> _OpPlan:
                      and getattr(func, "__name__", "").split(".")[0] not in NO_VALUE_OPS)
     name = getattr(func, "name", None)
     cia: Any = callable(name) and decomposes_above_autograd(name())
+    unrecorded = getattr(func, "namespace", None) == "profiler"
     plan = _PLANS[id(func)] = _OpPlan(func, str(func), is_view, positions, keywords, direct, fresh,
-                                      func is _LIFT_FRESH, written, evaluable, cia)
+                                      func is _LIFT_FRESH, written, evaluable, cia, unrecorded)
     return plan
 
 
@@ -214,6 +218,8 @@ class _Recorder(TorchDispatchMode):
         if plan.cia and _device_of(args, kwargs) in plan.cia:
             with self:
                 return func.decompose(*args, **(kwargs or {}))
+        if plan.unrecorded:
+            return func(*args, **(kwargs or {}))
         known = False
         if s.values is not None:  # a meta run: values kept where they are known (capture/values.py)
             out, known = s.values.dispatch(func, plan, args, kwargs, s.meta_op)
