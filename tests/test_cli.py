@@ -227,3 +227,19 @@ def test_memory_and_roofline_fall_back_to_real_buffers_too(
     code, out, err = run_cli(capsys, command[0], str(path), *command[1:])
     assert code == 0, err
     assert "built again with its small buffers real" in " ".join(out.split())  # the note, however it wraps
+
+
+def test_profile_on_cpu_says_how_it_recorded(capsys: pytest.CaptureFixture[str], factory: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    from modelmeter.capture import native
+
+    # 2x8 @ 8x16 + 2x16 @ 16x4 = 256 + 128 = 384 MACs, whichever recorder runs
+    code, out, _ = run_cli(capsys, "profile", f"{factory}:make", "--device", "cpu", "--format", "json")
+    d = json.loads(out)
+    assert code == 0 and d["totals"]["macs"] == 384
+    assert d["provenance"]["capture"] == ("native" if native.load() is not None else "dispatch-mode")
+    monkeypatch.setenv("MODELMETER_NATIVE", "0")
+    code, out, _ = run_cli(capsys, "profile", f"{factory}:make", "--device", "cpu", "--format", "json")
+    d = json.loads(out)
+    assert code == 0 and d["totals"]["macs"] == 384 and d["provenance"]["capture"] == "dispatch-mode"
+    validate(d)

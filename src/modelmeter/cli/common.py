@@ -85,8 +85,24 @@ def profile_loaded(loaded: Any, args: Any) -> Any:
     return dataclasses.replace(report, notes=[*report.notes, note]) if note else report
 
 
+def _build_recorder_first(args: Any) -> None:
+    """A real-tensor inference run on CPU records with the native recorder, compiled on first use: say so
+    on standard error while it builds (once per torch and Python version), rather than sit silent."""
+    if not str(args.device).startswith("cpu") or args.train or getattr(args, "memory", False):
+        return
+    from ..capture import native
+
+    if native.needs_build():
+        from . import make_console
+
+        with make_console(stderr=True).status("building the native op recorder (once per torch version, ~10 s)"):
+            native.load()
+
+
 def _profile(loaded: Any, args: Any) -> Any:
     from ..api import profile
+
+    _build_recorder_first(args)
 
     return profile(
         loaded.model, loaded.inputs, train=args.train, device=args.device, dtype=args.dtype,

@@ -127,6 +127,19 @@ def _configure(mod: ModuleType) -> None:
                   torch.device, torch.Size, TensorMeta, OpEvent)
 
 
+def _target() -> Path:
+    return cache_dir() / f"_recorder-{_build_key()}{sysconfig.get_config_var('EXT_SUFFIX') or '.so'}"
+
+
+def needs_build() -> bool:
+    """True when :func:`load` would compile the recorder first (turned on, not loaded in this process,
+    neither built nor failed before for this torch and Python)."""
+    if not enabled() or "module" in _STATE:
+        return False
+    target = _target()
+    return not target.exists() and not target.with_name(target.name + ".failed").exists()
+
+
 def load() -> ModuleType | None:
     """The compiled recorder, or None (turned off, or it cannot be built here: see :func:`status`)."""
     if not enabled():
@@ -136,7 +149,7 @@ def load() -> ModuleType | None:
             return _STATE["module"]  # type: ignore[return-value]
         mod: ModuleType | None = None
         try:
-            target = cache_dir() / f"_recorder-{_build_key()}{sysconfig.get_config_var('EXT_SUFFIX') or '.so'}"
+            target = _target()
             failed = target.with_name(target.name + ".failed")
             if not target.exists():
                 if failed.exists():  # a build that failed here before is not tried again in every process
