@@ -456,6 +456,8 @@ struct Reader {
   std::unordered_map<std::string, PyObject*> cache;
   std::string key;
 
+  explicit Reader(const int64_t* start) : p(start) {}
+
   ~Reader() {
     for (auto& kv : cache) Py_DECREF(kv.second);
   }
@@ -659,7 +661,7 @@ PyObject* py_drain(PyObject*, PyObject* args) {
   }
   PyObject* out = PyList_New(static_cast<Py_ssize_t>(S.nrecs));
   if (out == nullptr) return nullptr;
-  Reader rd{S.tape.data()};
+  Reader rd(S.tape.data());
   PyObject* forward = PyUnicode_InternFromString("forward");
   PyObject* empty = PyTuple_New(0);
   bool failed = false;
