@@ -296,7 +296,7 @@ def run_capture(
                             for v in s.values():
                                 if isinstance(v, torch.Tensor):
                                     trace.optimizer_storages.add(TensorMeta.of(v).storage_key)
-            except (ModelmeterError, NativeUnsupported):
+            except ModelmeterError:
                 raise
             except Exception as exc:
                 where = st.failed_path if st.failed_path is not None else st.stack[-1]
@@ -315,16 +315,16 @@ def run_capture(
                 raise ModelRunError(f"the {st.phase} pass failed in {label}: {what}{hint}", where,
                                     len(st.data_dependent)) from exc  # reads are answered on meta only
     except NativeUnsupported:
-        # a value the native recorder does not describe (a sparse tensor, a tensor subclass): again in Python
-        for m, flag in saved_modes.items():
-            if m.training != flag:
-                m.training = flag
-        return run_capture(model, inputs, train=train, device=device, dtype=dtype, optimizer=optimizer,
-                           loss_fn=loss_fn, observers=observers, native=False)
+        redo = True  # a value the native recorder does not describe (a sparse tensor, a subclass)
+    else:
+        redo = False
     finally:
         for m, flag in saved_modes.items():
             if m.training != flag:  # Module.__setattr__ is slow: touch only what changed
                 m.training = flag
+    if redo:  # again with the Python capture, the model as the user left it
+        return run_capture(model, inputs, train=train, device=device, dtype=dtype, optimizer=optimizer,
+                           loss_fn=loss_fn, observers=observers, native=False)
     trace.walk = mods
     trace.calls = st.calls
     if dev.type == "meta":

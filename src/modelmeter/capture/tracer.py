@@ -570,24 +570,13 @@ class _State:
         stack.append(path)
 
     def pre_hook_native(self, module: torch.nn.Module, args: Any) -> None:
-        """:meth:`pre_hook`, and the module's id handed to the native recorder."""
-        stack = self.stack
-        key = id(module)
-        path = self.names.get(key)
-        if path is None:
-            path = stack[-1]
-            self.native.push(-1)
-        else:
-            calls = self.calls
-            calls[path] = calls.get(path, 0) + 1
-            self.native.push(self.native_ids[key])
-        stack.append(path)
+        """:meth:`pre_hook`, and the module's id handed to the native recorder (-1: not a submodule)."""
+        self.pre_hook(module, args)
+        self.native.push(self.native_ids.get(id(module), -1))
 
     def post_hook_native(self, module: torch.nn.Module, args: Any, output: Any) -> None:
         self.native.pop()
-        path = self.stack.pop() if len(self.stack) > 1 else ""
-        if sys.exc_info()[1] is not None and self.failed_path is None:
-            self.failed_path = path
+        self.post_hook(module, args, output)
 
     def start_native(self, native: Any) -> bool:
         """Hand this run's aten ops to the native recorder; False if it cannot record now."""
@@ -763,25 +752,23 @@ def capturing(model: torch.nn.Module, state: _State, *, function_mode: bool = Tr
         native = None
     fastpath = torch.backends.mha.get_fastpath_enabled()
     torch.backends.mha.set_fastpath_enabled(False)
-    if native is not None:
-        h1 = module_mod.register_module_forward_pre_hook(state.pre_hook_native)
-        h2 = module_mod.register_module_forward_hook(state.post_hook_native, always_call=True)
-    else:
-        h1 = module_mod.register_module_forward_pre_hook(state.pre_hook)
-        h2 = module_mod.register_module_forward_hook(state.post_hook, always_call=True)
+    pre, post = (state.pre_hook_native, state.post_hook_native) if native is not None else (state.pre_hook, state.post_hook)
+    h1 = module_mod.register_module_forward_pre_hook(pre)
+    h2 = module_mod.register_module_forward_hook(post, always_call=True)
     try:
+        with contextlib.ExitStack() as stack:
+            for wrapped in (_sdpa_wrapped(state), _rnn_wrapped(state), _batch_norm_direct(state)):
+                stack.enter_context(wrapped)
+            if native is not None:
+                stack.enter_context(_python_dispatched_ops_recorded(state))
+                stack.callback(native.stop)
+            else:
+                if function_mode:
+                    stack.enter_context(_SdpaMode(state))
+                stack.enter_context(_Recorder(state))
+            yield
         if native is not None:
-            try:
-                with _sdpa_wrapped(state), _rnn_wrapped(state), _batch_norm_direct(state), \
-                        _python_dispatched_ops_recorded(state):
-                    yield
-            finally:
-                native.stop()
             state.finish_native()
-        else:
-            with _sdpa_wrapped(state), _rnn_wrapped(state), _batch_norm_direct(state), \
-                    (_SdpaMode(state) if function_mode else contextlib.nullcontext()), _Recorder(state):
-                yield
     finally:
         if native is not None:
             native.clear()  # nothing is kept after a failed run

@@ -2,8 +2,8 @@
 
 A real-tensor inference run on CPU records its ops in C++ (a thread-local ``RecordFunction``
 callback, the hook PyTorch's profiler uses) instead of a Python ``TorchDispatchMode`` call per op;
-see ``recorder.cpp`` and :mod:`modelmeter.capture.fast`. The extension is compiled once per torch
-and Python version with the system C++ compiler against the installed torch's headers (about 10 s),
+see ``recorder.cpp`` and ``tracer._State.finish_native``. The extension is compiled once per torch
+and Python version with the system C++ compiler against the installed torch's headers (about 8 s),
 and kept in ``$MODELMETER_CACHE`` (default ``~/.cache/modelmeter``). Without a compiler, or with
 ``MODELMETER_NATIVE=0``, every run uses the Python capture, which counts the same.
 """

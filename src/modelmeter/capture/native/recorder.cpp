@@ -85,7 +85,6 @@ struct State {
   std::vector<OpInfo*> ops;  // by id
   std::unordered_map<const char*, std::unique_ptr<OpInfo>> infos;
   at::CallbackHandle handle = 0;
-  int64_t calls = 0;  // RecordFunction calls seen since start() (recorded or not)
 };
 
 State S;
@@ -303,7 +302,6 @@ std::unique_ptr<at::ObserverContext> on_enter(const at::RecordFunction& fn) {
   // at::parallel_for hands the thread-local callbacks to its worker threads: only the thread that
   // started the recorder records (inside a recorded op RecordFunction is off anyway)
   if (std::this_thread::get_id() != S.owner_tid) return nullptr;
-  S.calls++;
   if (S.paused) return nullptr;
   // a call PyTorch makes with the Python key excluded (torch.tensor's own empty and copy) is one a
   // dispatch mode never sees
@@ -565,7 +563,6 @@ PyObject* py_start(PyObject*, PyObject*) {
   if (S.extras.capacity() < 256) S.extras.reserve(256);
   if (t_inputs.capacity() < 64) t_inputs.reserve(64);
   S.paused = 0;
-  S.calls = 0;
   S.modules.assign(1, 0);
   S.owner = PyThread_get_thread_ident();
   S.owner_tid = std::this_thread::get_id();
@@ -629,8 +626,6 @@ PyObject* py_enum_names(PyObject*, PyObject*) {
   }
   return Py_BuildValue("(NN)", layouts, memfmts);
 }
-
-PyObject* py_calls(PyObject*, PyObject*) { return PyLong_FromLongLong(S.calls); }
 
 PyObject* py_clear(PyObject*, PyObject*) {
   clear();
@@ -773,7 +768,6 @@ PyMethodDef methods[] = {
     {"resume", py_resume, METH_NOARGS, "undo one pause()"},
     {"enum_names", py_enum_names, METH_NOARGS, "the names of c10's Layout and MemoryFormat values, in order"},
     {"clear", py_clear, METH_NOARGS, "forget every record"},
-    {"calls", py_calls, METH_NOARGS, "the dispatcher calls seen since start(), recorded or not"},
     {"position", py_position, METH_NOARGS, "the number of ops recorded so far"},
     {"ops", py_ops, METH_NOARGS, "the op table: id -> (name, overload name)"},
     {"drain", py_drain, METH_VARARGS, "the records as OpEvents (None if one needs the Python capture); the recorder is emptied"},
